@@ -1,0 +1,177 @@
+"""The typed graph: op applications as nodes of a networkx graph.
+
+A `Graph` is what the front end produces and what every later stage consumes.
+Each `Node` applies one registered op to the outputs of other nodes and carries
+its inferred `TensorType`. Parameters and buffers are named the way the source
+labels them (`layer1.0.conv1.weight`), in the order the source defines them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+
+from .errors import Loc
+
+
+class _Batch:
+    """The symbolic batch dimension: every input's first axis."""
+
+    def __repr__(self) -> str:
+        return "N"
+
+    def __reduce__(self):  # keep the singleton across pickling
+        return "BATCH"
+
+
+BATCH = _Batch()
+
+Dim = int | _Batch
+
+
+@dataclass(frozen=True)
+class TensorType:
+    """Shape (batch first, possibly symbolic) and dtype of a value."""
+
+    shape: tuple[Dim, ...]
+    dtype: str = "float32"
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+    @property
+    def batched(self) -> bool:
+        return bool(self.shape) and self.shape[0] is BATCH
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """The shape of one example: the shape without the batch axis."""
+        return tuple(self.shape[1:]) if self.batched else tuple(self.shape)
+
+    @property
+    def itemsize(self) -> int:
+        return {"float32": 4, "float64": 8, "int64": 8, "int32": 4}[self.dtype]
+
+    def sample_elements(self) -> int:
+        return math.prod(self.sample_shape)
+
+    def sample_bytes(self) -> int:
+        return self.sample_elements() * self.itemsize
+
+    def concrete(self, batch: int) -> tuple[int, ...]:
+        """The shape with the batch axis set to `batch`."""
+        return tuple(batch if d is BATCH else d for d in self.shape)
+
+    def __str__(self) -> str:
+        dims = ", ".join(str(d) for d in self.sample_shape)
+        suffix = "" if self.dtype == "float32" else f" {self.dtype}"
+        return f"[{dims}]{suffix}"
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """A named parameter (trained) or buffer (state such as running statistics)."""
+
+    name: str
+    shape: tuple[int, ...]
+    init: str  # an initializer name, see cnnc.ops.base.INITIALIZERS
+    kind: str = "param"  # "param" or "buffer"
+    node: str = ""  # the node that owns it
+    fan_in: int = 0  # for fan-in scaled initializers
+    dtype: str = "float32"
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclass
+class Node:
+    """One op application. `params` maps the op's local names to full names."""
+
+    name: str
+    op: Any  # cnnc.ops.base.Op
+    attrs: dict[str, Any]
+    inputs: list[str]
+    type: TensorType
+    params: dict[str, str] = field(default_factory=dict)
+    loc: Loc | None = None
+
+
+class Graph:
+    """A network: nodes in a networkx MultiDiGraph, named inputs, outputs, parameters."""
+
+    def __init__(self, name: str, hyperparameters: dict[str, Any] | None = None):
+        self.name = name
+        self.hyperparameters = dict(hyperparameters or {})
+        self.nx = nx.MultiDiGraph()
+        self.inputs: dict[str, str] = {}  # input name -> node name
+        self.outputs: dict[str, str] = {}  # output name -> node name
+        self.params: dict[str, ParamSpec] = {}  # in definition order
+
+    # -- building -----------------------------------------------------------
+    def add(self, node: Node, specs: dict[str, ParamSpec] | None = None) -> Node:
+        if node.name in self.nx:
+            raise ValueError(f"duplicate node {node.name!r}")
+        self.nx.add_node(node.name, node=node)
+        for index, src in enumerate(node.inputs):
+            self.nx.add_edge(src, node.name, key=index, index=index)
+        for spec in (specs or {}).values():
+            self.params[spec.name] = spec
+        return node
+
+    # -- reading ------------------------------------------------------------
+    def __contains__(self, name: str) -> bool:
+        return name in self.nx
+
+    def __getitem__(self, name: str) -> Node:
+        return self.nx.nodes[name]["node"]
+
+    def __len__(self) -> int:
+        return self.nx.number_of_nodes()
+
+    def nodes(self) -> list[Node]:
+        """Nodes in a topological order that keeps definition order where free."""
+        order = {name: i for i, name in enumerate(self.nx.nodes)}
+        names = nx.lexicographical_topological_sort(self.nx, key=order.__getitem__)
+        return [self[n] for n in names]
+
+    def consumers(self, name: str) -> list[Node]:
+        return [self[n] for n in self.nx.successors(name)]
+
+    @property
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Ordered mapping of every parameter and buffer name to its shape."""
+        return {name: spec.shape for name, spec in self.params.items()}
+
+    def parameter_count(self) -> int:
+        return sum(s.size for s in self.params.values() if s.kind == "param")
+
+    def input_types(self) -> dict[str, TensorType]:
+        return {name: self[node].type for name, node in self.inputs.items()}
+
+    def output_types(self) -> dict[str, TensorType]:
+        return {name: self[node].type for name, node in self.outputs.items()}
+
+    def copy(self) -> "Graph":
+        g = Graph(self.name, self.hyperparameters)
+        for node in self.nodes():
+            g.add(
+                Node(node.name, node.op, dict(node.attrs), list(node.inputs), node.type, dict(node.params), node.loc)
+            )
+        g.params = dict(self.params)
+        g.inputs = dict(self.inputs)
+        g.outputs = dict(self.outputs)
+        return g
+
+    def summary(self) -> str:
+        from .report import summary_text
+
+        return summary_text(self)
+
+    def __repr__(self) -> str:
+        return f"<Graph {self.name}: {len(self)} nodes, {self.parameter_count():,} parameters>"

@@ -496,9 +496,11 @@ class Builder:
         if self.steps > MAX_STEPS:
             raise CnncError(f"the program takes more than {MAX_STEPS:,} steps to build", loc)
 
-    def _unknown(self, name: str, frame: Frame, loc: Loc) -> None:
-        known = [*frame.vars, *frame.module.visible, *(n for n, op in REGISTRY.items() if not op.internal), *BUILTINS]
-        raise CnncError(f"unknown name '{name}'{closest(name, known)}", loc)
+    def _unknown(self, name: str, frame: Frame, loc: Loc, called: bool = False) -> None:
+        layers = [*frame.module.visible, *(n for n, op in REGISTRY.items() if not op.internal)]
+        if called:  # name(...) is a layer, a block or a function
+            raise CnncError(f"unknown layer or function '{name}'{closest(name, [*layers, *BUILTINS])}", loc)
+        raise CnncError(f"unknown name '{name}'{closest(name, [*frame.vars, *layers, *BUILTINS])}", loc)
 
     def _eval(self, expr: ast.Node, frame: Frame) -> Any:
         self._tick(expr.loc)
@@ -542,7 +544,7 @@ class Builder:
                 raise CnncError(message, expr.loc) from None
         if expr.func in frame.vars:
             raise CnncError(f"'{expr.func}' is a value and cannot be called", expr.loc)
-        self._unknown(expr.func, frame, expr.loc)
+        self._unknown(expr.func, frame, expr.loc, called=True)
 
     def _binop(self, expr: ast.BinOp, frame: Frame) -> Any:
         op = expr.op
@@ -630,7 +632,9 @@ class Builder:
                 raise CnncError(f"a tensor {t} has no {expr.attr}", expr.loc)
             return t.shape[axis]
         names = [*VALUE_ATTRIBUTES, "shape", "dtype"]
-        raise CnncError(f"a tensor has no attribute '{expr.attr}'{closest(expr.attr, names)}; it has {', '.join(names)}", expr.loc)
+        raise CnncError(
+            f"a tensor has no attribute '{expr.attr}'{closest(expr.attr, names)} (tensors have {', '.join(names)})", expr.loc
+        )
 
     def _index(self, expr: ast.Index, frame: Frame) -> Any:
         value = self._eval(expr.value, frame)

@@ -161,7 +161,7 @@ class Graph:
         g = Graph(self.name, self.hyperparameters)
         for node in self.nodes():
             g.add(
-                Node(node.name, node.op, dict(node.attrs), list(node.inputs), node.type, dict(node.params), node.loc)
+                Node(node.name, node.op, type(node.attrs)(node.attrs), list(node.inputs), node.type, dict(node.params), node.loc)
             )
         g.params = dict(self.params)
         g.inputs = dict(self.inputs)

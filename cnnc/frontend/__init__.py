@@ -7,6 +7,7 @@ from typing import Any
 
 from ..errors import CnncError
 from ..graph import Graph
+from ..resources import lib_dir
 from .builder import build
 from .loader import Loader, Module
 from .parser import parse
@@ -18,11 +19,21 @@ def _looks_like_text(source: str) -> bool:
     return "\n" in source or "{" in source
 
 
+def resolve_path(source: str | Path) -> Path:
+    """A path as given, or else a library model's name: `resnet18` is lib/resnet18.cnn."""
+    path = Path(source)
+    if not path.exists() and isinstance(source, str) and source.isidentifier():
+        in_library = lib_dir() / f"{source}.cnn"
+        if in_library.is_file():
+            return in_library
+    return path
+
+
 def load_module(source: str | Path) -> Module:
-    """Parse a file (a path) or a program (text) and everything it imports."""
+    """Parse a file (a path or a library model's name) or a program (text), and everything it imports."""
     loader = Loader()
     if isinstance(source, Path) or not _looks_like_text(source):
-        return loader.load_file(Path(source))
+        return loader.load_file(resolve_path(source))
     return loader.load_text(source)
 
 

@@ -262,7 +262,8 @@ class Builder:
         self.graph.inputs[stmt.name] = stmt.name
         value = Value(stmt.name, t)
         frame.vars[stmt.name] = value
-        frame.current = value
+        if frame.current is None:  # the first input is what the next statement follows on from
+            frame.current = value
 
     def _output(self, stmt: ast.Output, frame: Frame) -> None:
         if not frame.is_network:
@@ -310,7 +311,7 @@ class Builder:
             if isinstance(expr, ast.Name) and expr.id in frame.vars:
                 raise CnncError(f"'{expr.id}' is a value, not a layer; only layers can follow '->'", expr.loc)
             if isinstance(expr, ast.Name):
-                self._unknown(expr.id, frame, expr.loc)
+                self._unknown(expr.id, frame, expr.loc, called=True)
             raise CnncError("only a layer can follow '->'", expr.loc)
         return self._eval(expr, frame)
 
@@ -498,7 +499,7 @@ class Builder:
 
     def _unknown(self, name: str, frame: Frame, loc: Loc, called: bool = False) -> None:
         layers = [*frame.module.visible, *(n for n, op in REGISTRY.items() if not op.internal)]
-        if called:  # name(...) is a layer, a block or a function
+        if called:  # name(...) or `-> name` is a layer, a block or a function
             raise CnncError(f"unknown layer or function '{name}'{closest(name, [*layers, *BUILTINS])}", loc)
         raise CnncError(f"unknown name '{name}'{closest(name, [*frame.vars, *layers, *BUILTINS])}", loc)
 

@@ -94,7 +94,10 @@ def _expected_text(expected) -> str:
         head = ["an expression"]
     else:
         head = []
-    items = head + sorted(_terminal_text(n) for n in names)
+    # A missing closing bracket is the likeliest mistake: name it first.
+    closing = [_terminal_text(n) for n in ("RBRACE", "RPAR", "RSQB") if n in names]
+    names -= {"RBRACE", "RPAR", "RSQB"}
+    items = closing + head + sorted(_terminal_text(n) for n in names)
     if len(items) > 8:
         items = items[:8] + ["..."]
     if len(items) == 1:
@@ -104,7 +107,7 @@ def _expected_text(expected) -> str:
 
 def _describe_token(token: Token) -> str:
     if token.type == "$END":
-        return "the end of the file"
+        return "end of the file"
     if token.type == "_NL":
         return "a line break"
     if token.type in ("NAME", "NUMBER", "STRING"):

@@ -1,0 +1,111 @@
+"""The `cnnc` command: check, its JSON, its errors, and a non-editable install."""
+
+import json
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+from cnnc.cli import main, parse_setting
+from cnnc.resources import lib_dir
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_check_prints_the_table_and_totals(capsys):
+    assert main(["check", str(lib_dir() / "lenet.cnn")]) == 0
+    out = capsys.readouterr().out
+    for column in ("layer", "op", "output shape", "params", "FLOPs", "activations"):
+        assert column in out
+    assert any(line.split()[:3] == ["conv1", "conv", "[6,"] for line in out.splitlines() if line.strip())
+    assert "parameters:              61,706" in out
+    assert "multiply-accumulates:" in out and "activation memory:" in out
+
+
+def test_check_a_library_model_by_name(capsys):
+    assert main(["check", "resnet18"]) == 0
+    assert "11,689,512" in capsys.readouterr().out
+
+
+def test_check_json(capsys):
+    assert main(["check", str(lib_dir() / "resnet18.cnn"), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["network"] == "resnet18"
+    assert data["totals"]["params"] == 11_689_512
+    assert data["layers"][1] == {
+        "layer": "conv1", "op": "conv", "shape": [64, 112, 112], "dtype": "float32", "params": 9408,
+        "macs": 118_013_952, "flops": 236_027_904, "activation_bytes": 64 * 112 * 112 * 4,
+    }  # fmt: skip
+    assert data["outputs"] == {"logits": [1000]}
+
+
+def test_check_set_hyperparameters(capsys):
+    assert main(["check", str(lib_dir() / "lenet.cnn"), "--set", "classes=3", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["outputs"]["logits"] == [3]
+
+
+@pytest.mark.parametrize(
+    "text, value",
+    [("n=3", 3), ("x=0.5", 0.5), ("b=true", True), ("s=bilinear", "bilinear"), ('s="a b"', "a b"), ("l=[1, 2]", [1, 2])],
+)
+def test_parse_setting(text, value):
+    assert parse_setting(text)[1] == value
+
+
+def test_errors_exit_2_with_the_location_and_no_traceback(tmp_path):
+    bad = tmp_path / "bad.cnn"
+    bad.write_text("network n {\n    input x: [3, 8, 8]\n    conv(4, kernel=3) -> rleu\n}\n")
+    result = subprocess.run([sys.executable, "-m", "cnnc", "check", str(bad)], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith(f"{bad}:3:26: unknown layer or function 'rleu'; did you mean 'relu'?")
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["check", "nowhere.cnn"], "no such file: nowhere.cnn"),
+        (["check", "lenet", "--set", "classes"], "--set expects NAME=VALUE"),
+        (["check", "lenet", "--set", "depth=3"], "no hyperparameter 'depth'"),
+        (["check", "lenet", "--set", "classes=0"], "dense: units: expected an integer >= 1, got 0"),
+        (["check", "lenet", "--network", "vgg"], "no network 'vgg'"),
+    ],
+)
+def test_bad_invocations_exit_2(args, message, capsys):
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_non_editable_install_checks_every_library_file(tmp_path):
+    """pip install . (not editable) ships the grammar and lib/ inside the package."""
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, system_site_packages=True, with_pip=True)
+    bindir = env_dir / ("Scripts" if os.name == "nt" else "bin")
+    python = bindir / "python"
+    subprocess.run(
+        [python, "-m", "pip", "install", "-q", "--no-deps", "--disable-pip-version-check", str(ROOT)],
+        check=True,
+        cwd=tmp_path,
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CNNC_PATH")}
+    where = subprocess.run(
+        [python, "-c", "import cnnc, cnnc.resources as r; print(cnnc.__file__); print(r.lib_dir())"],
+        capture_output=True, text=True, check=True, cwd=tmp_path, env=env,
+    ).stdout.split()  # fmt: skip
+    assert all(str(env_dir) in line for line in where), where
+    for cnn in sorted(lib_dir().glob("*.cnn")):
+        if "network" not in cnn.read_text():
+            continue
+        result = subprocess.run([bindir / "cnnc", "check", str(cnn)], capture_output=True, text=True, cwd=tmp_path, env=env)
+        assert result.returncode == 0, result.stderr
+    # A user's file imports the installed library's blocks.
+    (tmp_path / "mine.cnn").write_text("import resnet_blocks\nnetwork m {\n    input x: [8, 4, 4]\n    basic(8)\n}\n")
+    result = subprocess.run([bindir / "cnnc", "check", "mine.cnn"], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    result = subprocess.run([bindir / "cnnc", "check", "resnet50"], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert "25,557,032" in result.stdout

@@ -13,10 +13,26 @@ from conftest import ROOT
 DOCS = [ROOT / "README.md", ROOT / "docs" / "language.md"]
 
 
+def fenced_blocks(text):
+    """(info string, body) of every fenced code block."""
+    blocks, info, body = [], None, []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("```"):
+            if info is None:
+                info, body = stripped[3:], []
+            else:
+                blocks.append((info, "\n".join(body) + "\n"))
+                info = None
+        elif info is not None:
+            body.append(line)
+    return blocks
+
+
 def programs():
     for doc in DOCS:
-        for i, block in enumerate(re.findall(r"```\n(.*?)```", doc.read_text(), re.S)):
-            if re.search(r"^\s*(network|block) \w+", block, re.M):
+        for i, (info, block) in enumerate(fenced_blocks(doc.read_text())):
+            if info == "" and re.search(r"^\s*(network|block) \w+", block, re.M):
                 yield pytest.param(block, id=f"{doc.name}-{i}")
 
 

@@ -211,3 +211,18 @@ def test_tabs_keep_the_caret_under_the_column():
     _, line, caret = str(info.value).split("\n")
     assert line[caret.index("^")] == "r"
 
+
+
+@pytest.mark.parametrize(
+    "text, where, hint",
+    [
+        ("netwrok n {\n    input x: [3]\n}\n", (1, 1), "'netwrok' is not a keyword; did you mean 'network'?"),
+        ("network n {\n    inptu x: [3]\n}\n", (2, 11), "'inptu' is not a keyword; did you mean 'input'?"),
+        ("network n {\n    input x: [3]\n    relu -> repeet 2 relu\n}\n", (3, 20), "did you mean 'repeat'?"),
+    ],
+)
+def test_misspelt_keywords_are_named(text, where, hint):
+    with pytest.raises(CnncError) as info:
+        cnnc.load(text)
+    assert (info.value.line, info.value.column) == where
+    assert hint in str(info.value)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import functools
+import re
 
 import lark
 from lark import Token, Transformer, v_args
@@ -115,6 +117,26 @@ def _describe_token(token: Token) -> str:
     return f"'{token.value}'"
 
 
+KEYWORDS = ("network", "block", "import", "input", "output", "repeat", "if", "elif", "else")
+
+
+def _keyword_hint(token: Token, lines: list[str]) -> str:
+    """Suggest a keyword when the unexpected token is, or follows, a misspelt one."""
+    candidates = []
+    if token.type == "NAME":
+        candidates.append(str(token))
+    if token.type != "$END":
+        before = re.search(r"([A-Za-z_]\w*)\s*$", _line(lines, token.line)[: token.column - 1])
+        if before:
+            candidates.append(before.group(1))
+    for word in candidates:
+        if word not in KEYWORDS:
+            match = difflib.get_close_matches(word, KEYWORDS, n=1, cutoff=0.7)
+            if match:
+                return f" ('{word}' is not a keyword; did you mean '{match[0]}'?)"
+    return ""
+
+
 def _line(lines: list[str], n: int) -> str:
     return lines[n - 1] if 0 < n <= len(lines) else ""
 
@@ -143,7 +165,8 @@ def parse(text: str, filename: str = "<string>") -> ast.Module:
             where = loc(n, len(_line(lines, n)) + 1)
         else:
             where = loc(token.line, token.column)
-        raise CnncError(f"unexpected {_describe_token(token)}; expected {_expected_text(e.expected)}", where) from None
+        hint = _keyword_hint(token, lines)
+        raise CnncError(f"unexpected {_describe_token(token)}; expected {_expected_text(e.expected)}{hint}", where) from None
     except UnexpectedInput as e:  # pragma: no cover - other lark input errors
         raise CnncError(f"syntax error: {e}", loc(getattr(e, "line", 1), getattr(e, "column", 1))) from None
     except RecursionError:

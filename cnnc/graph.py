@@ -112,6 +112,9 @@ class Graph:
         self.inputs: dict[str, str] = {}  # input name -> node name
         self.outputs: dict[str, str] = {}  # output name -> node name
         self.params: dict[str, ParamSpec] = {}  # in definition order
+        # Set by autodiff: the node computing each parameter's / input's gradient.
+        self.grads: dict[str, str] = {}
+        self.input_grads: dict[str, str] = {}
 
     # -- building -----------------------------------------------------------
     def add(self, node: Node, specs: dict[str, ParamSpec] | None = None) -> Node:
@@ -166,6 +169,8 @@ class Graph:
         g.params = dict(self.params)
         g.inputs = dict(self.inputs)
         g.outputs = dict(self.outputs)
+        g.grads = dict(self.grads)
+        g.input_grads = dict(self.input_grads)
         return g
 
     def summary(self) -> str:

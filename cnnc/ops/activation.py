@@ -2,46 +2,101 @@
 
 from __future__ import annotations
 
+from ..backend.cpu.kernel import OUT, CpuKernel, In
 from .base import Attr, AttrError, Fusion, Op, ShapeError, TensorType, expect_float, integer, number, register
+from .templates import elementwise
 
 
 class _Elementwise(Op):
-    """An elementwise function: the output has the input's type."""
+    """An elementwise function y = f(x), given as an expression over `a` (x).
+
+    Its gradient is another elementwise op, dx = g(dy, v), over `a` (dy) and
+    `b` (v: the input x or the output y, as `grad_reads` says).
+    """
 
     fusion = Fusion.ELEMENTWISE
+    expr = ""
+    grad_expr = ""
+    grad_reads = "output"  # or "input"
+
+    def scalars(self, a) -> dict:
+        return {}
 
     def infer(self, a, x):
         expect_float(self.name, x)
         return x
 
+    def cpu(self, a, out, x):
+        return elementwise(self.name, self.expr, 1, **self.scalars(a))
 
-@register
+    def grad(self, g, dy):
+        v = g.node.name if self.grad_reads == "output" else g.node.inputs[0]
+        g.input_grad(0, g.apply(f"{self.name}_grad", [dy, v], **g.node.attrs))
+
+
+class _ElementwiseGrad(Op):
+    """dx = grad_expr(dy, v) of the elementwise op `forward`."""
+
+    inputs = 2
+    internal = True
+    fusion = Fusion.ELEMENTWISE
+    forward: type[_Elementwise]
+
+    def infer(self, a, dy, v):
+        return dy
+
+    def cpu(self, a, out, dy, v):
+        fwd = self.forward()
+        return elementwise(self.name, fwd.grad_expr, 2, **fwd.scalars(a))
+
+
+def _with_grad(cls: type[_Elementwise]) -> type[_Elementwise]:
+    """Register an elementwise op and its gradient op together."""
+    register(cls)
+    grad = type(f"{cls.__name__}Grad", (_ElementwiseGrad,), {"name": f"{cls.name}_grad", "forward": cls, "attrs": cls.attrs})
+    register(grad)
+    return cls
+
+
+@_with_grad
 class Relu(_Elementwise):
     """max(x, 0)."""
 
     name = "relu"
+    expr = "0.0 if a < 0 else a"  # NaN stays NaN, as in PyTorch
+    grad_expr = "a if b > 0 else 0.0"
 
 
-@register
+@_with_grad
 class LeakyRelu(_Elementwise):
     """x if x > 0 else slope * x."""
 
     name = "leaky_relu"
     attrs = (Attr("slope", number, 0.01, doc="negative slope"),)
+    expr = "a if a > 0 else a * slope"
+    grad_expr = "a if b > 0 else a * slope"
+    grad_reads = "input"
+
+    def scalars(self, a):
+        return {"slope": a.slope}
 
 
-@register
+@_with_grad
 class Sigmoid(_Elementwise):
     """1 / (1 + exp(-x))."""
 
     name = "sigmoid"
+    expr = "1.0 / (1.0 + math.exp(-a)) if a >= 0 else math.exp(a) / (1.0 + math.exp(a))"
+    grad_expr = "a * b * (1.0 - b)"
 
 
-@register
+@_with_grad
 class Tanh(_Elementwise):
     """Hyperbolic tangent."""
 
     name = "tanh"
+    expr = "math.tanh(a)"
+    grad_expr = "a * (1.0 - b * b)"
 
 
 def axis(value):
@@ -64,6 +119,106 @@ class _SoftmaxFamily(Op):
     def flops(self, a, out, x):
         return 4 * out.sample_elements()
 
+    def cpu(self, a, out, x):
+        return CpuKernel(SOFTMAX_SOURCE, self.name, (In(0), OUT, *axis_split(x, a.axis)))
+
+    def grad(self, g, dy):
+        g.input_grad(0, g.apply(f"{self.name}_grad", [dy, g.node.name], axis=g.node.attrs["axis"]))
+
+
+def axis_split(t: TensorType, axis: int) -> tuple[int, int, int]:
+    """(outer, n, inner): the physical buffer seen as [outer, n, inner] with the logical `axis` as n.
+
+    The batch size is not known here, so `outer` counts per example; kernels
+    multiply by the buffer's first dimension.
+    """
+    from ..backend.layout import physical_axis, physical_shape
+
+    shape = physical_shape(t, 1)
+    p = physical_axis(t, axis)
+    outer = 1
+    for d in shape[1:p]:
+        outer *= d
+    inner = 1
+    for d in shape[p + 1 :]:
+        inner *= d
+    return outer, shape[p], inner
+
+
+# Softmax along one axis of a buffer seen as [batch * outer, n, inner].
+SOFTMAX_SOURCE = """
+@njit(cache=True)
+def _softmax_line(x, out, base, n, inner, log):
+    m = -np.inf
+    for k in range(n):
+        m = max(m, x[base + k * inner])
+    s = 0.0
+    for k in range(n):
+        s += math.exp(x[base + k * inner] - m)
+    if log:
+        ls = math.log(s)
+        for k in range(n):
+            out[base + k * inner] = x[base + k * inner] - m - ls
+    else:
+        for k in range(n):
+            out[base + k * inner] = math.exp(x[base + k * inner] - m) / s
+
+
+@njit(parallel=True, cache=True)
+def softmax_lines(x, out, outer, n, inner, log):
+    xf = x.reshape(-1)
+    of = out.reshape(-1)
+    lines = x.shape[0] * outer * inner
+    for line in prange(lines):
+        o = line // inner
+        i = line - o * inner
+        _softmax_line(xf, of, o * n * inner + i, n, inner, log)
+
+
+@njit(cache=True)
+def softmax(x, out, outer, n, inner):
+    softmax_lines(x, out, outer, n, inner, False)
+
+
+@njit(cache=True)
+def log_softmax(x, out, outer, n, inner):
+    softmax_lines(x, out, outer, n, inner, True)
+
+
+@njit(parallel=True, cache=True)
+def softmax_grad_lines(dy, y, dx, outer, n, inner, log):
+    df = dy.reshape(-1)
+    yf = y.reshape(-1)
+    of = dx.reshape(-1)
+    lines = dy.shape[0] * outer * inner
+    for line in prange(lines):
+        o = line // inner
+        base = o * n * inner + (line - o * inner)
+        s = 0.0
+        if log:  # dx = dy - softmax * sum(dy)
+            for k in range(n):
+                s += df[base + k * inner]
+            for k in range(n):
+                j = base + k * inner
+                of[j] = df[j] - math.exp(yf[j]) * s
+        else:  # dx = y * (dy - sum(dy * y))
+            for k in range(n):
+                s += df[base + k * inner] * yf[base + k * inner]
+            for k in range(n):
+                j = base + k * inner
+                of[j] = yf[j] * (df[j] - s)
+
+
+@njit(cache=True)
+def softmax_grad(dy, y, dx, outer, n, inner):
+    softmax_grad_lines(dy, y, dx, outer, n, inner, False)
+
+
+@njit(cache=True)
+def log_softmax_grad(dy, y, dx, outer, n, inner):
+    softmax_grad_lines(dy, y, dx, outer, n, inner, True)
+"""
+
 
 @register
 class Softmax(_SoftmaxFamily):
@@ -77,3 +232,22 @@ class LogSoftmax(_SoftmaxFamily):
     """x - log(sum(exp(x))) along an axis, computed stably."""
 
     name = "log_softmax"
+
+
+class _SoftmaxGrad(Op):
+    """The gradient of softmax or log_softmax from dy and the forward output y."""
+
+    inputs = 2
+    internal = True
+    fusion = Fusion.REDUCTION
+    attrs = (Attr("axis", int),)
+
+    def infer(self, a, dy, y):
+        return dy
+
+    def cpu(self, a, out, dy, y):
+        return CpuKernel(SOFTMAX_SOURCE, self.name, (In(0), In(1), OUT, *axis_split(dy, a.axis)))
+
+
+register(type("SoftmaxGrad", (_SoftmaxGrad,), {"name": "softmax_grad"}))
+register(type("LogSoftmaxGrad", (_SoftmaxGrad,), {"name": "log_softmax_grad"}))

@@ -206,6 +206,22 @@ class Op:
         macs = self.macs(a, out, *xs)
         return 2 * macs if macs else out.sample_elements()
 
+    def grad(self, g, dy) -> None:
+        """Add the nodes computing this node's input and parameter gradients.
+
+        `g` is a cnnc.passes.autodiff.GradContext; `dy` names the node holding the
+        gradient of the loss with respect to this node's output.
+        """
+        from ..errors import CnncError
+
+        raise CnncError(f"{self.name} cannot be differentiated", g.node.loc)
+
+    def cpu(self, a: Attrs, out: TensorType, *xs: TensorType):
+        """The CPU kernel (a cnnc.backend.cpu.kernel.CpuKernel) computing this op on physical buffers."""
+        from ..errors import CnncError
+
+        raise CnncError(f"{self.name} has no CPU kernel")
+
     # -- shared machinery ---------------------------------------------------
     def bind(self, positional: list[Any], keywords: dict[str, Any]) -> Attrs:
         """Match arguments to attributes, check them and fill in defaults.

@@ -2,8 +2,45 @@
 
 from __future__ import annotations
 
+from ..backend.cpu.kernel import OUT, CpuKernel, In
+from ..backend.layout import physical_shape
 from .base import Attr, AttrError, Fusion, Op, ShapeError, TensorType, expect_float, integer, register
+from .templates import INPUT_NAMES, elementwise
 from ..graph import BATCH
+
+BROADCAST_SOURCE = """
+@njit(cache=True)
+def broadcast_add(x0, x1, out):
+    np.add(x0, x1, out)
+
+
+@njit(cache=True)
+def broadcast_mul(x0, x1, out):
+    np.multiply(x0, x1, out)
+
+
+@njit(cache=True)
+def sum_to(x, out, s1, s2, s3, t1, t2, t3):
+    n = x.shape[0]
+    tn = out.shape[0]
+    v = x.reshape((n, s1, s2, s3))
+    o = out.reshape((tn, t1, t2, t3))
+    acc = np.zeros(o.shape)
+    for i in range(n):
+        for j in range(s1):
+            for k in range(s2):
+                for m in range(s3):
+                    acc[min(i, tn - 1), min(j, t1 - 1), min(k, t2 - 1), min(m, t3 - 1)] += v[i, j, k, m]
+    o[...] = acc
+"""
+
+
+def _padded_dims(t: TensorType) -> tuple[int, int, int]:
+    """A physical shape after its first axis, padded to three dimensions."""
+    dims = physical_shape(t, 1)[1:]
+    if len(dims) > 3:
+        raise ShapeError(f"broadcasting over {t} is not supported by the CPU backend")
+    return (*dims, 1, 1, 1)[:3]
 
 
 def broadcast(op: str, xs: tuple[TensorType, ...]) -> TensorType:
@@ -26,11 +63,20 @@ def broadcast(op: str, xs: tuple[TensorType, ...]) -> TensorType:
 class _Broadcasting(Op):
     inputs = Op.VARIADIC
     fusion = Fusion.BROADCAST
+    symbol = ""
 
     def infer(self, a, *xs):
         for x in xs:
             expect_float(self.name, x)
         return broadcast(self.name, xs)
+
+    def cpu(self, a, out, *xs):
+        if all(x.shape == out.shape for x in xs) and len(xs) <= len(INPUT_NAMES):
+            expr = f" {self.symbol} ".join(INPUT_NAMES[: len(xs)])
+            return elementwise(f"{self.name}{len(xs)}", expr, len(xs))
+        if len(xs) != 2 or xs[0].rank != xs[1].rank:
+            raise ShapeError(f"{self.name}: the CPU backend broadcasts two inputs of equal rank, got {', '.join(map(str, xs))}")
+        return CpuKernel(BROADCAST_SOURCE, f"broadcast_{self.name}", (In(0), In(1), OUT))
 
 
 @register
@@ -38,6 +84,11 @@ class Add(_Broadcasting):
     """Sum of two or more values (`a + b`); shapes broadcast as in NumPy."""
 
     name = "add"
+    symbol = "+"
+
+    def grad(self, g, dy):
+        for i, x in enumerate(g.node.inputs):
+            g.input_grad(i, g.sum_to(dy, x))
 
 
 @register
@@ -45,6 +96,30 @@ class Mul(_Broadcasting):
     """Product of two or more values (`a * b`); shapes broadcast as in NumPy."""
 
     name = "mul"
+    symbol = "*"
+
+    def grad(self, g, dy):
+        inputs = g.node.inputs
+        for i, x in enumerate(inputs):
+            if g.needs_input_grad(i):
+                others = [y for j, y in enumerate(inputs) if j != i]
+                g.input_grad(i, g.sum_to(g.apply("mul", [dy, *others]), x))
+
+
+@register
+class SumTo(Op):
+    """A broadcast gradient summed back to the shape of the value that was broadcast."""
+
+    name = "sum_to"
+    internal = True
+    fusion = Fusion.REDUCTION
+    attrs = (Attr("shape", tuple),)
+
+    def infer(self, a, x):
+        return TensorType(tuple(a.shape), x.dtype)
+
+    def cpu(self, a, out, x):
+        return CpuKernel(BROADCAST_SOURCE, "sum_to", (In(0), OUT, *_padded_dims(x), *_padded_dims(out)))
 
 
 def concat_axis(value):

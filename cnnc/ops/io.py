@@ -20,3 +20,26 @@ class Input(Op):
 
     def flops(self, a, out):
         return 0
+
+
+@register
+class Fill(Op):
+    """A constant tensor: autodiff seeds the loss's gradient with fill(1.0)."""
+
+    name = "fill"
+    inputs = 0
+    internal = True
+    attrs = (Attr("value", float), Attr("shape", tuple, ()))
+
+    def infer(self, a):
+        from ..graph import TensorType
+
+        return TensorType(tuple(a.shape), "float32")
+
+    def flops(self, a, out):
+        return 0
+
+    def cpu(self, a, out):
+        from .templates import fill_kernel
+
+        return fill_kernel(a.value)

@@ -4,32 +4,75 @@ from __future__ import annotations
 
 import math
 
+from ..backend.cpu.kernel import OUT, CpuKernel, In
+from ..backend.layout import is_channels_last
 from .base import Attr, Fusion, Op, ShapeError, TensorType, int_list, register
 from ..graph import BATCH
 
+# Reshaping follows the logical (NCHW) element order, whatever the physical layouts.
+RESHAPE_SOURCE = """
+@njit(parallel=True, cache=True)
+def reshape(x, out, in_chw, ic, ih, iw, out_chw, oc, oh, ow):
+    n = x.shape[0]
+    per = x.size // n
+    xf = x.reshape((n, per))
+    of = out.reshape((n, per))
+    for s in prange(n):
+        for j in range(per):
+            src = j
+            if in_chw:  # logical (c, h, w) -> physical (h, w, c)
+                c = j // (ih * iw)
+                r = j - c * ih * iw
+                src = r * ic + c
+            dst = j
+            if out_chw:
+                c = j // (oh * ow)
+                r = j - c * oh * ow
+                dst = r * oc + c
+            of[s, dst] = xf[s, src]
+"""
+
+
+def _chw(t: TensorType) -> tuple[bool, int, int, int]:
+    if is_channels_last(t):
+        return (True, *t.shape[1:])
+    return (False, 1, 1, 1)
+
+
+def reshape_kernel(out: TensorType, x: TensorType) -> CpuKernel:
+    return CpuKernel(RESHAPE_SOURCE, "reshape", (In(0), OUT, *_chw(x), *_chw(out)))
+
+
+class _Reshaping(Op):
+    fusion = Fusion.INJECTIVE
+
+    def flops(self, a, out, x):
+        return 0
+
+    def cpu(self, a, out, x):
+        return reshape_kernel(out, x)
+
+    def grad(self, g, dy):
+        g.input_grad(0, g.apply("reshape", [dy], shape=g.type_of(g.node.inputs[0]).sample_shape))
+
 
 @register
-class Flatten(Op):
+class Flatten(_Reshaping):
     """[C, H, W] -> [C*H*W]."""
 
     name = "flatten"
-    fusion = Fusion.INJECTIVE
 
     def infer(self, a, x):
         if not x.batched:
             raise ShapeError(f"flatten expects a batched input, got {x}")
         return TensorType((BATCH, x.sample_elements()), x.dtype)
 
-    def flops(self, a, out, x):
-        return 0
-
 
 @register
-class Reshape(Op):
+class Reshape(_Reshaping):
     """Reshape one example to `shape` (one entry may be -1: inferred)."""
 
     name = "reshape"
-    fusion = Fusion.INJECTIVE
     attrs = (Attr("shape", int_list, doc="the new shape of one example, e.g. [16, 25]"),)
 
     def infer(self, a, x):
@@ -47,6 +90,3 @@ class Reshape(Op):
         elif known != total:
             raise ShapeError(f"reshape: cannot reshape {x} ({total} elements) to {shape} ({known} elements)")
         return TensorType((BATCH, *shape), x.dtype)
-
-    def flops(self, a, out, x):
-        return 0

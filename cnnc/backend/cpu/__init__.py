@@ -1,0 +1,1 @@
+"""The CPU backend: generated Numba kernels, cached on disk, run by a planned executor."""

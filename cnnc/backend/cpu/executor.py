@@ -1,0 +1,129 @@
+"""Runs a graph at one batch size: buffers allocated once, then a flat list of kernel calls.
+
+Building an Executor compiles (or loads from the cache) every kernel and binds
+each call's arguments to preallocated buffers, so that `run` is a loop of
+calls with no allocation and no per-op decisions.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ...errors import CnncError
+from ...graph import Graph, TensorType
+from ..layout import physical_shape, to_logical, to_physical
+from . import kernel as k
+from .threads import single_threaded_blas
+
+
+@dataclass
+class RuntimeState:
+    """What kernels share across calls: the mode flag and the random-number counter."""
+
+    seed: int = 0
+    training: np.ndarray = field(default_factory=lambda: np.ones(1, dtype=np.int64))
+    step: int = 0
+
+    def rng_array(self, key: str) -> np.ndarray:
+        return np.array([self.seed, 0, zlib.crc32(key.encode())], dtype=np.uint64)
+
+
+def buffer_dtype(t: TensorType, float_dtype: np.dtype) -> np.dtype:
+    return float_dtype if t.dtype.startswith("float") else np.dtype(t.dtype)
+
+
+class Executor:
+    def __init__(
+        self,
+        graph: Graph,
+        batch: int,
+        params: dict[str, np.ndarray],
+        state: RuntimeState,
+        float_dtype=np.float32,
+        outputs: dict[str, np.ndarray] | None = None,
+    ):
+        """`outputs` maps node names to arrays to write into (e.g. gradients into the gradient arena)."""
+        single_threaded_blas()
+        self.graph = graph
+        self.batch = batch
+        self.state = state
+        self.float_dtype = np.dtype(float_dtype)
+        self.buffers: dict[str, np.ndarray] = {}
+        outputs = outputs or {}
+        for node in graph.nodes():
+            shape = physical_shape(node.type, batch)
+            dtype = buffer_dtype(node.type, self.float_dtype)
+            given = outputs.get(node.name)
+            if given is not None:
+                assert given.shape == shape and given.dtype == dtype, (node.name, given.shape, shape)
+                self.buffers[node.name] = given
+            else:
+                self.buffers[node.name] = np.empty(shape, dtype)
+        self._rng: dict[str, np.ndarray] = {}
+        kernels = []
+        scratch_bytes = 0
+        for node in graph.nodes():
+            if node.op.name == "input":
+                continue
+            in_types = [graph[i].type for i in node.inputs]
+            spec = node.op.cpu(node.attrs, node.type, *in_types)
+            kernels.append((node, spec))
+            for arg in spec.args:
+                if isinstance(arg, k.Scratch):
+                    scratch_bytes = max(scratch_bytes, math.prod(arg.shape) * self._scratch_dtype(arg).itemsize)
+        self._scratch = np.empty(max(scratch_bytes, 8) // 8 + 1, np.float64)
+        self.steps = []
+        for node, spec in kernels:
+            fn = k.load(spec)
+            args = tuple(self._resolve(arg, node, params) for arg in spec.args)
+            self.steps.append((node.name, fn, args))
+
+    def _scratch_dtype(self, arg: k.Scratch) -> np.dtype:
+        return self.float_dtype if arg.dtype.startswith("float") else np.dtype(arg.dtype)
+
+    def _resolve(self, arg, node, params):
+        if isinstance(arg, k.In):
+            return self.buffers[node.inputs[arg.index]]
+        if isinstance(arg, k.Out):
+            return self.buffers[node.name]
+        if isinstance(arg, k.Param):
+            full = node.params.get(arg.name)
+            if full is None:
+                raise KeyError(f"{node.name} has no parameter {arg.name}")
+            return params[full]
+        if isinstance(arg, k.Training):
+            return self.state.training
+        if isinstance(arg, k.Rng):
+            key = node.attrs.get("rng_key", node.name)
+            if key not in self._rng:
+                self._rng[key] = self.state.rng_array(key)
+            return self._rng[key]
+        if isinstance(arg, k.Scratch):
+            dtype = self._scratch_dtype(arg)
+            size = math.prod(arg.shape)
+            return self._scratch.view(dtype)[:size].reshape(arg.shape)
+        return arg  # a number, passed as it is
+
+    # -- running --------------------------------------------------------------
+    def feed(self, name: str, array: np.ndarray) -> None:
+        node = self.graph[self.graph.inputs[name]]
+        to_physical(node.type, array, self.buffers[node.name])
+
+    def run(self) -> None:
+        for rng in self._rng.values():
+            rng[1] = self.state.step
+        for _, fn, args in self.steps:
+            fn(*args)
+
+    def fetch(self, node_name: str) -> np.ndarray:
+        return to_logical(self.graph[node_name].type, self.buffers[node_name])
+
+    def check_finite(self) -> None:
+        """Name the first node whose output holds NaN or infinity (for debugging a model)."""
+        for name, buffer in self.buffers.items():
+            if buffer.dtype.kind == "f" and not np.isfinite(buffer).all():
+                raise CnncError(f"layer {name} produced NaN or infinity")

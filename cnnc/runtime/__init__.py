@@ -1,0 +1,1 @@
+"""The runtime: compiled models, losses, optimizers, data sets and weights files."""

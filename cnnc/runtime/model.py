@@ -1,0 +1,252 @@
+"""A compiled model: parameters in one arena, an executor per batch size, gradients and training.
+
+    net = cnnc.compile("lib/lenet.cnn")
+    logits = net(x)["logits"]                       # NCHW float32 in, numpy out
+    loss, grads = net.grad(x, labels)               # d(loss)/d(every parameter)
+    trainer = net.trainer(optimizer=cnnc.optim.SGD(lr=0.05, momentum=0.9))
+    trainer.step(x, labels)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..errors import CnncError
+from ..graph import BATCH, Graph, TensorType
+from ..passes.autodiff import differentiate
+from . import weights
+from .init import initialize
+from .losses import LOSSES, with_loss
+
+
+def _arena(specs, dtype) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """One contiguous array holding every tensor, and a named view of each."""
+    total = sum(s.size for s in specs)
+    arena = np.zeros(total, dtype)
+    views, offset = {}, 0
+    for s in specs:
+        views[s.name] = arena[offset : offset + s.size].reshape(s.shape)
+        offset += s.size
+    return arena, views
+
+
+class Model:
+    """A network compiled for a target. Created by `cnnc.compile`."""
+
+    def __init__(self, graph: Graph, target: str = "cpu", dtype: str = "float32", seed: int = 0):
+        from ..backend.cpu.executor import RuntimeState
+
+        if target != "cpu":
+            raise CnncError(f"unknown target '{target}'; this build knows 'cpu'")
+        if dtype not in ("float32", "float64"):
+            raise CnncError(f"dtype must be float32 or float64, got {dtype}")
+        self.graph = graph
+        self.target = target
+        self.dtype = np.dtype(dtype)
+        param_specs = [s for s in graph.params.values() if s.kind == "param"]
+        buffer_specs = [s for s in graph.params.values() if s.kind == "buffer"]
+        self._param_arena, self.params = _arena(param_specs, self.dtype)
+        self._grad_arena, self._grads = _arena(param_specs, self.dtype)
+        self._buffer_arena, self.buffers = _arena(buffer_specs, self.dtype)
+        rng = np.random.default_rng(seed)
+        for spec in graph.params.values():
+            initialize(spec, (self.params if spec.kind == "param" else self.buffers)[spec.name], rng)
+        self._state = RuntimeState(seed=seed)
+        self._executors: dict[tuple, Any] = {}
+        self._graphs: dict[tuple, tuple[Graph, dict]] = {}
+
+    # -- modes ------------------------------------------------------------
+    @property
+    def training(self) -> bool:
+        return bool(self._state.training[0])
+
+    def train(self) -> "Model":
+        """Training mode: batchnorm uses batch statistics and updates its running averages; dropout drops."""
+        self._state.training[0] = 1
+        return self
+
+    def eval(self) -> "Model":
+        """Evaluation mode: batchnorm uses its running averages; dropout is the identity."""
+        self._state.training[0] = 0
+        return self
+
+    # -- inputs -------------------------------------------------------------
+    def _check_inputs(self, args: tuple, kwargs: dict, graph: Graph | None = None) -> tuple[int, dict[str, np.ndarray]]:
+        graph = graph or self.graph
+        names = list(self.graph.inputs)
+        if len(args) > len(names):
+            raise CnncError(f"the network takes {len(names)} input(s) ({', '.join(names)}), got {len(args)}")
+        given = dict(zip(names, args))
+        for key, value in kwargs.items():
+            if key not in names:
+                from ..errors import closest
+
+                raise CnncError(f"the network has no input '{key}'{closest(key, names)}; its inputs are {', '.join(names)}")
+            given[key] = value
+        missing = [n for n in names if n not in given]
+        if missing:
+            raise CnncError(f"missing input(s): {', '.join(missing)}")
+        return self._check_arrays(given, {n: self.graph.input_types()[n] for n in names})
+
+    def _check_arrays(self, given: dict, types: dict[str, TensorType]) -> tuple[int, dict[str, np.ndarray]]:
+        batch = None
+        feeds = {}
+        for name, t in types.items():
+            x = given[name]
+            if hasattr(x, "detach"):  # a torch tensor
+                x = x.detach().cpu().numpy()
+            x = np.asarray(x)
+            expected = "[N" + "".join(f", {d}" for d in t.sample_shape) + "]"
+            if x.ndim != t.rank or tuple(x.shape[1:]) != t.sample_shape:
+                raise CnncError(f"input '{name}' has shape {list(x.shape)}; the network expects {expected}")
+            if batch is None:
+                batch = x.shape[0]
+            elif x.shape[0] != batch:
+                raise CnncError(f"input '{name}' has batch size {x.shape[0]}, other inputs {batch}")
+            if t.dtype.startswith("float"):
+                if x.dtype != self.dtype:
+                    raise CnncError(
+                        f"input '{name}' has dtype {x.dtype}; the model takes {self.dtype} "
+                        f"(convert with x.astype(np.{self.dtype}))"
+                    )
+                if not np.isfinite(x).all():
+                    where = tuple(int(i) for i in np.argwhere(~np.isfinite(x))[0])
+                    raise CnncError(f"input '{name}' holds NaN or infinity (first at index {list(where)})")
+            elif x.dtype.kind not in "iu":
+                raise CnncError(f"input '{name}' must hold integers (labels), got dtype {x.dtype}")
+            feeds[name] = x
+        if not batch:
+            raise CnncError("the batch is empty")
+        return batch, feeds
+
+    # -- running --------------------------------------------------------------
+    def _executor(self, kind: tuple, batch: int):
+        from ..backend.cpu.executor import Executor
+
+        key = (*kind, batch)
+        ex = self._executors.get(key)
+        if ex is None:
+            graph, outputs = self._graph_for(kind)
+            grad_buffers = {node: self._grads[name] for name, node in graph.grads.items()}
+            ex = Executor(graph, batch, {**self.params, **self.buffers}, self._state, self.dtype, grad_buffers)
+            self._executors[key] = ex
+        return ex
+
+    def _graph_for(self, kind: tuple) -> tuple[Graph, dict]:
+        if kind not in self._graphs:
+            if kind[0] == "infer":
+                self._graphs[kind] = (self.graph, {})
+            else:
+                _, loss, output, wrt = kind
+                graph, target, loss_node = with_loss(self.graph, loss, output)
+                graph = differentiate(graph, loss_node, wrt)
+                self._graphs[kind] = (graph, {"target": target, "loss": loss_node})
+        return self._graphs[kind]
+
+    def __call__(self, *args, **kwargs):
+        """Run the network: NCHW arrays in (positionally or by input name), numpy out.
+
+        Returns an array, or a dict of arrays when the network has several outputs.
+        """
+        batch, feeds = self._check_inputs(args, kwargs)
+        ex = self._executor(("infer",), batch)
+        for name, x in feeds.items():
+            ex.feed(name, x)
+        self._state.step += 1
+        ex.run()
+        outs = {name: ex.fetch(node) for name, node in self.graph.outputs.items()}
+        return next(iter(outs.values())) if len(outs) == 1 else outs
+
+    def _backward(self, x, target, loss: str, output: str | None, wrt: tuple[str, ...]):
+        if loss not in LOSSES:
+            from ..errors import closest
+
+            raise CnncError(f"unknown loss '{loss}'{closest(loss, LOSSES)}; the losses are {', '.join(LOSSES)}")
+        inputs = x if isinstance(x, dict) else {next(iter(self.graph.inputs)): x}
+        batch, feeds = self._check_inputs((), inputs)
+        kind = ("grad", loss, output, tuple(wrt))
+        graph, info = self._graph_for(kind)
+        tbatch, tfeed = self._check_arrays({info["target"]: target}, {info["target"]: graph.input_types()[info["target"]]})
+        if tbatch != batch:
+            raise CnncError(f"the target has batch size {tbatch}, the input {batch}")
+        LOSSES[loss].check_target(tfeed[info["target"]], graph[info["loss"]], graph)
+        ex = self._executor(kind, batch)
+        for name, value in {**feeds, **tfeed}.items():
+            ex.feed(name, value)
+        self._state.step += 1
+        ex.run()
+        return ex, graph, float(ex.buffers[info["loss"]][0])
+
+    def grad(self, x, target, loss: str = "cross_entropy", inputs: bool | list[str] = False, output: str | None = None):
+        """The loss and its gradients: (loss, {parameter name: gradient, input name: gradient, ...}).
+
+        `inputs=True` (or a list of input names) adds the inputs' gradients.
+        """
+        wrt = tuple(self.graph.inputs) if inputs is True else tuple(inputs or ())
+        ex, graph, value = self._backward(x, target, loss, output, wrt)
+        grads = {name: self._grads[name].copy() for name in self.params}
+        for name in wrt:
+            grads[name] = ex.fetch(graph.input_grads[name])
+        return value, grads
+
+    def trainer(self, loss: str = "cross_entropy", optimizer=None, output: str | None = None) -> "Trainer":
+        from .optim import SGD
+
+        return Trainer(self, loss, optimizer or SGD(lr=0.01), output)
+
+    # -- parameters -------------------------------------------------------------
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Every parameter and buffer by name, in definition order (copies)."""
+        out = {}
+        for name, spec in self.graph.params.items():
+            out[name] = (self.params if spec.kind == "param" else self.buffers)[name].copy()
+        return out
+
+    def load_params(self, mapping: Mapping[str, Any], strict: bool = True) -> None:
+        """Copy parameters and buffers in by name (a PyTorch state dict works as it is)."""
+        weights.assign(self, mapping, strict)
+
+    def save(self, path: str | Path) -> None:
+        """Write every parameter and buffer to an .npz file, atomically."""
+        weights.save(self.state_dict(), path)
+
+    def load(self, path: str | Path) -> None:
+        """Read parameters and buffers written by `save` (every name and shape is checked)."""
+        self.load_params(weights.load(path), strict=True)
+
+    def __repr__(self) -> str:
+        return f"<cnnc.Model {self.graph.name} on {self.target}: {self.graph.parameter_count():,} parameters>"
+
+
+class Trainer:
+    """Runs training steps: forward, loss, backward and an optimizer update."""
+
+    def __init__(self, model: Model, loss: str, optimizer, output: str | None = None):
+        self.model = model
+        self.loss = loss
+        self.output = output
+        self.optimizer = optimizer
+        optimizer.bind(model._param_arena, model._grad_arena)
+
+    def step(self, x, y) -> float:
+        """One update on the batch (x, y); returns the loss before the update."""
+        was_training = self.model.training
+        self.model.train()
+        try:
+            _, _, value = self.model._backward(x, y, self.loss, self.output, ())
+        finally:
+            if not was_training:
+                self.model.eval()
+        self.optimizer.step()
+        return value
+
+
+def compile(source, target: str = "cpu", network: str | None = None, dtype: str = "float32", seed: int = 0, **hyperparameters) -> Model:
+    """Compile a network (a path, a library name, program text, or a Graph) into a Model."""
+    from ..frontend import load
+
+    graph = source if isinstance(source, Graph) else load(source, network=network, **hyperparameters)
+    return Model(graph, target=target, dtype=dtype, seed=seed)

@@ -1,0 +1,70 @@
+"""Optimizers, updating every parameter in one pass over the model's flat arenas (PyTorch's rules)."""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+
+@njit(parallel=True, cache=True)
+def _sgd(p, g, buf, lr, momentum, weight_decay, dampening, nesterov, first):
+    for i in prange(p.size):
+        d = g[i] + weight_decay * p[i]
+        if momentum != 0.0:
+            if first:
+                buf[i] = d
+            else:
+                buf[i] = momentum * buf[i] + (1.0 - dampening) * d
+            d = d + momentum * buf[i] if nesterov else buf[i]
+        p[i] -= lr * d
+
+
+@njit(parallel=True, cache=True)
+def _adam(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step):
+    c1 = 1.0 - beta1**step
+    c2 = 1.0 - beta2**step
+    for i in prange(p.size):
+        d = g[i] + weight_decay * p[i]
+        m[i] = beta1 * m[i] + (1.0 - beta1) * d
+        v[i] = beta2 * v[i] + (1.0 - beta2) * d * d
+        p[i] -= lr * (m[i] / c1) / (np.sqrt(v[i] / c2) + eps)
+
+
+class Optimizer:
+    def bind(self, params: np.ndarray, grads: np.ndarray) -> None:
+        self.params, self.grads = params, grads
+        self.steps = 0
+        self.reset()
+
+    def reset(self) -> None:
+        pass
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with momentum, dampening, Nesterov and weight decay, as torch.optim.SGD."""
+
+    def __init__(self, lr: float = 0.01, momentum: float = 0.0, weight_decay: float = 0.0, dampening: float = 0.0, nesterov: bool = False):
+        self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
+        self.dampening, self.nesterov = dampening, nesterov
+
+    def reset(self) -> None:
+        self.buf = np.zeros_like(self.params)
+
+    def step(self) -> None:
+        _sgd(self.params, self.grads, self.buf, self.lr, self.momentum, self.weight_decay, self.dampening, self.nesterov, self.steps == 0)
+        self.steps += 1
+
+
+class Adam(Optimizer):
+    """Adam (Kingma and Ba), with L2 weight decay added to the gradient, as torch.optim.Adam."""
+
+    def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
+        self.lr, self.betas, self.eps, self.weight_decay = lr, betas, eps, weight_decay
+
+    def reset(self) -> None:
+        self.m = np.zeros_like(self.params)
+        self.v = np.zeros_like(self.params)
+
+    def step(self) -> None:
+        self.steps += 1
+        _adam(self.params, self.grads, self.m, self.v, self.lr, self.betas[0], self.betas[1], self.eps, self.weight_decay, self.steps)

@@ -154,7 +154,6 @@ BLOCK_KEYS = st.lists(st.sampled_from(["channels", "stride", "n", "k", "width", 
 SEPARATORS = st.sampled_from(["\n", "\n", "; ", "\n\n    "])
 SHAPES = st.sampled_from(["[3, 8, 8]", "[3, 8, 8]", "[4]", "[2, 6, 6]", "[1, 5, 5]", "[3, 4]", "[]"])
 DTYPES = st.sampled_from(["", "", "", "", "", "", "float64", "int64", "int32", "complex"])
-PARAM_NAMES = st.lists(st.sampled_from(["channels", "stride", "n", "k", "width"]), max_size=3, unique=True)
 QUOTED_IMPORTS = st.text(STRING_CHARS.filter(lambda c: c != "/"), max_size=5).map(lambda s: f'import "{s}"')
 
 
@@ -231,14 +230,13 @@ def call_args(draw, name: str) -> str:
 
 @st.composite
 def _layers(draw, depth: int, labelled: bool) -> str:
-    form = draw(choice("op", "op", "op", "op", "block", *(["repeat", "group"] if depth > 0 else [])))
-    if form in ("op", "block"):
-        name = draw(st.sampled_from(OPS if form == "op" else BLOCKS))
-        text = name if draw(one_in(3)) else f"{name}({draw(call_args(name))})"
+    form = draw(choice(*OPS, *BLOCKS, *(["repeat"] * 4 + ["group"] * 4 if depth > 0 else [])))
+    if form not in ("repeat", "group"):  # an op or a block
+        text = form if draw(one_in(3)) else f"{form}({draw(call_args(form))})"
     elif form == "repeat":
         text = f"repeat {draw(COUNTS)} {draw(layers(depth - 1, labelled=False))}"
     else:
-        text = "{ " + draw(SEPARATORS).join(draw(st.lists(statements(depth - 1), max_size=3))) + " }"
+        text = "{ " + draw(SEPARATORS).join(draw(st.lists(statements(depth - 1), max_size=2))) + " }"
     if labelled and draw(one_in(4)):
         text = f"{draw(st.sampled_from(LABELS))}: {text}"
     return text
@@ -291,7 +289,7 @@ def statements(depth: int) -> st.SearchStrategy[str]:
 
 @functools.cache
 def bodies(depth: int) -> st.SearchStrategy[str]:
-    return st.tuples(SEPARATORS, st.lists(statements(depth), max_size=3)).map(
+    return st.tuples(SEPARATORS, st.lists(statements(depth), max_size=2)).map(
         lambda t: "{\n    " + t[0].join(t[1]) + "\n}"
     )
 
@@ -306,17 +304,12 @@ def _inputs(draw) -> str:
 inputs = _inputs()
 
 
-@st.composite
-def _params(draw) -> str:
-    """`(a, b = expr)`: mostly with defaults; a repeated name, `in` or an op name is an error."""
-    names = draw(PARAM_NAMES)
-    if draw(one_in(8)):
-        names.append(draw(choice("in", "relu", "channels", "n")))
-    items = [p if draw(one_in(6)) else f"{p} = {draw(SMALL if draw(st.booleans()) else exprs(1))}" for p in names]
-    return "(" + ", ".join(items) + ")" if items or draw(st.booleans()) else ""
-
-
-params = _params()
+PARAMS = st.one_of(
+    choice("", "", "()", "(channels = 4)", "(channels = 4, stride = 1)", "(n = 2, k = n * 2)", "(width = 3, n)",
+           "(k = k)", "(n = 1, n = 2)", "(in = 1)", "(relu)", "(channels = x.channels)", "(stride = 1 // 0)"),  # fmt: skip
+    st.lists(st.tuples(st.sampled_from(["channels", "stride", "n", "k", "width"]), st.one_of(SMALL, exprs(1))),
+             max_size=3, unique_by=lambda t: t[0]).map(lambda ps: "(" + ", ".join(f"{p} = {v}" for p, v in ps) + ")"),
+)  # fmt: skip
 
 
 @st.composite
@@ -328,11 +321,11 @@ def programs(draw) -> str:
     if draw(one_in(20)):  # a quoted import of an arbitrary (relative) path
         parts.append(draw(QUOTED_IMPORTS))
     for index in range(draw(st.integers(0, 2))):
-        parts.append(f"block b{index}{draw(params)} {draw(bodies(1))}")
+        parts.append(f"block b{index}{draw(PARAMS)} {draw(bodies(1))}")
     for index in range(2 if draw(one_in(6)) else 1):
         stmts = [] if draw(one_in(20)) else [draw(inputs)]
         stmts += draw(st.lists(statements(2), max_size=4))
-        parts.append(f"network net{index}{draw(params)} {{\n    " + "\n    ".join(stmts) + "\n}")
+        parts.append(f"network net{index}{draw(PARAMS)} {{\n    " + "\n    ".join(stmts) + "\n}")
     return "\n\n".join(parts) + "\n"
 
 

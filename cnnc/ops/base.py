@@ -305,12 +305,12 @@ def window_out(size: int, kernel: int, stride: int, pad_lo: int, pad_hi: int, di
     """Output length of a sliding window (conv, pooling), as PyTorch computes it."""
     span = dilation * (kernel - 1) + 1
     room = size + pad_lo + pad_hi - span
+    if ceil:
+        out = (room + stride - 1) // stride + 1  # floor division, as PyTorch's div_rtn
+        # The last window must start inside the input or the left padding.
+        if out > 0 and (out - 1) * stride >= size + pad_lo:
+            out -= 1
+        return max(out, 0)
     if room < 0:
         return 0
-    if ceil:
-        out = -(-room // stride) + 1
-        # The last window must start inside the input or the left padding.
-        if (out - 1) * stride >= size + pad_lo:
-            out -= 1
-        return out
     return room // stride + 1

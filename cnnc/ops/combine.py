@@ -46,6 +46,8 @@ def _padded_dims(t: TensorType) -> tuple[int, int, int]:
 def broadcast(op: str, xs: tuple[TensorType, ...]) -> TensorType:
     """NumPy broadcasting over whole shapes (the batch axis included)."""
     rank = max(x.rank for x in xs)
+    if any(x.rank != rank for x in xs):  # right-aligning would mix the batch into an example's axes
+        raise ShapeError(f"{op}: {' and '.join(str(x) for x in xs)} differ in rank")
     dims = []
     for i in range(rank):
         sizes = {x.shape[i - rank + x.rank] for x in xs if i - rank + x.rank >= 0}

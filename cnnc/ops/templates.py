@@ -7,7 +7,7 @@ compose such expressions into one loop.
 
 from __future__ import annotations
 
-from ..backend.cpu.kernel import OUT, CpuKernel, In
+from ..backend.cpu.kernel import FLAT_OUT, OUT, CpuKernel, In
 
 INPUT_NAMES = tuple("abcdefgh")
 
@@ -15,24 +15,22 @@ INPUT_NAMES = tuple("abcdefgh")
 def elementwise(name: str, expr: str, inputs: int = 1, **scalars: float) -> CpuKernel:
     """out[i] = expr, over flat buffers of one shape. `name` must be unique per expression."""
     params = [f"x{i}" for i in range(inputs)] + ["out"] + list(scalars)
-    loads = "\n".join(f"        {INPUT_NAMES[i]} = f{i}[i]" for i in range(inputs))
-    flats = "\n".join(f"    f{i} = x{i}.reshape(-1)" for i in range(inputs))
+    loads = "\n".join(f"        {INPUT_NAMES[i]} = x{i}[i]" for i in range(inputs))
     source = f"""
 @njit(parallel=True, cache=True)
 def {name}({", ".join(params)}):
-{flats}
-    o = out.reshape(-1)
-    for i in prange(o.size):
+    for i in prange(out.size):
 {loads}
-        o[i] = {expr}
+        out[i] = {expr}
 """
-    return CpuKernel(source, name, (*(In(i) for i in range(inputs)), OUT, *scalars.values()))
+    # Flat views: one compile per dtype serves tensors of every rank.
+    return CpuKernel(source, name, (*(In(i, flat=True) for i in range(inputs)), FLAT_OUT, *scalars.values()))
 
 
 def fill_kernel(value: float) -> CpuKernel:
     source = """
 @njit(cache=True)
 def fill(out, value):
-    out.reshape(-1)[:] = value
+    out[:] = value
 """
-    return CpuKernel(source, "fill", (OUT, float(value)))
+    return CpuKernel(source, "fill", (FLAT_OUT, float(value)))

@@ -160,7 +160,9 @@ class Model:
         outs = {name: ex.fetch(node) for name, node in self.graph.outputs.items()}
         return next(iter(outs.values())) if len(outs) == 1 else outs
 
-    def _backward(self, x, target, loss: str, output: str | None, wrt: tuple[str, ...]):
+    def _backward(self, x, target, loss: str | None, output: str | None, wrt: tuple[str, ...]):
+        if loss is None:
+            return self._backward_own_loss(x, output, wrt)
         if loss not in LOSSES:
             from ..errors import closest
 
@@ -180,10 +182,35 @@ class Model:
         ex.run()
         return ex, graph, float(ex.buffers[info["loss"]][0])
 
-    def grad(self, x, target, loss: str = "cross_entropy", inputs: bool | list[str] = False, output: str | None = None):
+    def _backward_own_loss(self, x, output: str | None, wrt: tuple[str, ...]):
+        """Differentiate a scalar output that the network computes itself (e.g. `output loss = mse(y, t)`)."""
+        scalars = [name for name, t in self.graph.output_types().items() if t.rank == 0]
+        if output is None:
+            if len(scalars) != 1:
+                raise CnncError(f"loss=None needs exactly one scalar output, the network has {len(scalars)}; name one with output=")
+            output = scalars[0]
+        elif output not in scalars:
+            raise CnncError(f"output '{output}' is not a scalar, so it cannot be differentiated as a loss")
+        inputs = x if isinstance(x, dict) else {next(iter(self.graph.inputs)): x}
+        batch, feeds = self._check_inputs((), inputs)
+        kind = ("own", output, tuple(wrt))
+        if kind not in self._graphs:
+            self._graphs[kind] = (differentiate(self.graph, self.graph.outputs[output], wrt), {})
+        graph, _ = self._graphs[kind]
+        ex = self._executor(kind, batch)
+        for name, value in feeds.items():
+            ex.feed(name, value)
+        self._state.step += 1
+        ex.run()
+        return ex, graph, float(ex.buffers[graph.outputs[output]][0])
+
+    def grad(self, x, target=None, loss: str | None = "cross_entropy", inputs: bool | list[str] = False, output: str | None = None):
         """The loss and its gradients: (loss, {parameter name: gradient, input name: gradient, ...}).
 
-        `inputs=True` (or a list of input names) adds the inputs' gradients.
+        `x` is an array (a network with one input) or a dict of input arrays.
+        `loss` is applied to `output` (default: `logits`, else the first output)
+        against `target`; with `loss=None` the network's own scalar output is the
+        loss. `inputs=True` (or a list of input names) adds the inputs' gradients.
         """
         wrt = tuple(self.graph.inputs) if inputs is True else tuple(inputs or ())
         ex, graph, value = self._backward(x, target, loss, output, wrt)

@@ -87,9 +87,11 @@ class Executor:
 
     def _resolve(self, arg, node, params):
         if isinstance(arg, k.In):
-            return self.buffers[node.inputs[arg.index]]
+            buffer = self.buffers[node.inputs[arg.index]]
+            return buffer.reshape(-1) if arg.flat else buffer
         if isinstance(arg, k.Out):
-            return self.buffers[node.name]
+            buffer = self.buffers[node.name]
+            return buffer.reshape(-1) if arg.flat else buffer
         if isinstance(arg, k.Param):
             full = node.params.get(arg.name)
             if full is None:

@@ -35,14 +35,17 @@ from numba import njit, prange, get_thread_id, get_num_threads, uint64, int64
 
 @dataclass(frozen=True)
 class In:
-    """The buffer of input `index`."""
+    """The buffer of input `index` (`flat`: as a 1-D view, so one compile serves every rank)."""
 
     index: int
+    flat: bool = False
 
 
 @dataclass(frozen=True)
 class Out:
-    """The node's output buffer."""
+    """The node's output buffer (`flat`: as a 1-D view)."""
+
+    flat: bool = False
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,7 @@ class Scratch:
 
 
 OUT = Out()
+FLAT_OUT = Out(flat=True)
 TRAINING = Training()
 RNG = Rng()
 

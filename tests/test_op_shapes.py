@@ -232,13 +232,6 @@ def dense_case(draw):
     return Case(floats(x=(features,)), line, lambda x: apply(nn.Linear(features, units, **kw(bias=bias)), x))
 
 
-def hw(value: Any, default: tuple[int, int]) -> tuple[int, int]:
-    """(h, w) from n, [h, w] or OMIT."""
-    if value is OMIT:
-        return default
-    return (value, value) if isinstance(value, int) else tuple(value)
-
-
 @st.composite
 def pool_case(draw, op: str):
     shape = (draw(st.integers(1, 3)), *image_dims(draw))

@@ -52,6 +52,89 @@ def cmd_check(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    import numpy as np
+
+    from . import compile
+    from .runtime import optim
+    from .runtime.data import load_dataset
+    from .runtime.train import fit
+
+    net = compile(_load_graph(args), target=args.target, seed=args.seed)
+    image = net.graph.input_types()[next(iter(net.graph.inputs))].sample_shape
+    data = load_dataset(args.dataset, image)
+    if data.image_shape != image:
+        raise CnncError(f"data set {data.name} gives images {list(data.image_shape)}; the network expects {list(image)}")
+    if args.optimizer == "sgd":
+        opt = optim.SGD(lr=args.lr if args.lr is not None else 0.05, momentum=args.momentum, weight_decay=args.weight_decay)
+    else:
+        opt = optim.Adam(lr=args.lr if args.lr is not None else 1e-3, weight_decay=args.weight_decay)
+    if args.epochs < 1 or args.batch < 1:
+        raise CnncError("--epochs and --batch must be at least 1")
+    print(
+        f"training {net.graph.name} ({net.graph.parameter_count():,} parameters) on {data.name}: "
+        f"{len(data.train_x):,} training and {len(data.test_x):,} held-out examples"
+    )
+    trainer = net.trainer(loss="cross_entropy", optimizer=opt)
+    fit(net, data, trainer, epochs=args.epochs, batch=args.batch, seed=args.seed, limit_batches=args.limit_batches)
+    out = args.out or f"{net.graph.name}.npz"
+    net.save(out)
+    print(f"weights saved to {out}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    import numpy as np
+
+    from . import compile
+    from .runtime.images import read_input
+
+    net = compile(_load_graph(args), target=args.target)
+    if args.weights:
+        net.load(args.weights)
+    net.eval()
+    name, t = next(iter(net.graph.input_types().items()))
+    x = read_input(args.input, t.sample_shape)
+    out = net(x)
+    if isinstance(out, dict):
+        out = out["logits" if "logits" in out else next(iter(out))]
+    if out.ndim != 2:
+        np.set_printoptions(precision=4, suppress=True)
+        print(out)
+        return 0
+    shifted = np.exp(out - out.max(axis=1, keepdims=True))
+    probs = shifted / shifted.sum(axis=1, keepdims=True)
+    for i, row in enumerate(probs):
+        top = np.argsort(-row)[: args.top]
+        label = f"example {i}: " if len(probs) > 1 else ""
+        print(label + "  ".join(f"class {c}: {row[c] * 100:.1f}%" for c in top))
+    return 0
+
+
+def cmd_emit(args) -> int:
+    from .backend.cpu.kernel import module_source
+    from .passes.autodiff import differentiate
+    from .runtime.losses import with_loss
+
+    graph = _load_graph(args)
+    if args.training:
+        graph, _, loss = with_loss(graph, "cross_entropy")
+        graph = differentiate(graph, loss)
+    users: dict[str, list[str]] = {}
+    for node in graph.nodes():
+        if node.op.name == "input":
+            continue
+        kernel = node.op.cpu(node.attrs, node.type, *(graph[i].type for i in node.inputs))
+        users.setdefault(module_source(kernel.source), []).append(f"{node.name} -> {kernel.entry}")
+    print(f"# {graph.name}: {sum(len(u) for u in users.values())} kernel calls, {len(users)} distinct kernel modules\n")
+    for source, names in users.items():
+        print("# " + "=" * 76)
+        for name in names:
+            print(f"# {name}")
+        print(source)
+    return 0
+
+
 def _add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", help="a .cnn file")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="set a hyperparameter (repeatable)")
@@ -65,6 +148,34 @@ def make_parser() -> argparse.ArgumentParser:
     _add_model_arguments(check)
     check.add_argument("--json", action="store_true", help="print the table as JSON")
     check.set_defaults(run=cmd_check)
+
+    train = commands.add_parser("train", help="train a network on a data set and save its weights")
+    _add_model_arguments(train)
+    train.add_argument("--dataset", default="digits", help="digits (built in), mnist:DIR, fashion-mnist:DIR or cifar10:DIR")
+    train.add_argument("--epochs", type=int, default=10)
+    train.add_argument("--batch", type=int, default=32)
+    train.add_argument("--lr", type=float, default=None, help="learning rate (default 0.05 for sgd, 0.001 for adam)")
+    train.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
+    train.add_argument("--momentum", type=float, default=0.9)
+    train.add_argument("--weight-decay", type=float, default=0.0)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--limit-batches", type=int, default=None, metavar="N", help="at most N batches per epoch")
+    train.add_argument("--out", metavar="WEIGHTS", help="where to save the weights (default NETWORK.npz)")
+    train.add_argument("--target", default="cpu")
+    train.set_defaults(run=cmd_train)
+
+    run = commands.add_parser("run", help="run a network on an input (.npy or .png) and print the top classes")
+    _add_model_arguments(run)
+    run.add_argument("--weights", help="an .npz written by cnnc train or Model.save")
+    run.add_argument("--input", required=True, help="a .npy array ([C,H,W] or [N,C,H,W]) or a .png image")
+    run.add_argument("--top", type=int, default=3)
+    run.add_argument("--target", default="cpu")
+    run.set_defaults(run=cmd_run)
+
+    emit = commands.add_parser("emit", help="print the generated kernel source")
+    _add_model_arguments(emit)
+    emit.add_argument("--training", action="store_true", help="the training step's kernels (forward, loss and backward)")
+    emit.set_defaults(run=cmd_emit)
     return parser
 
 
@@ -75,6 +186,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CnncError as e:
         print(str(e), file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`cnnc emit ... | head`)
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("cnnc: interrupted", file=sys.stderr)
         return 130

@@ -56,8 +56,9 @@ class Dense(Op):
         return CpuKernel(DENSE_SOURCE, "dense", (In(0), Param("weight"), bias, OUT, a.bias))
 
     def grad(self, g, dy):
-        weight = {"weight": g.node.params["weight"]}
-        g.input_grad(0, g.apply("dense_grad_input", [dy], weight, features=g.type_of(g.node.inputs[0]).shape[1]))
+        if g.needs_input_grad(0):
+            weight = {"weight": g.node.params["weight"]}
+            g.input_grad(0, g.apply("dense_grad_input", [dy], weight, features=g.type_of(g.node.inputs[0]).shape[1]))
         if g.needs_param_grad("weight"):
             g.param_grad("weight", g.apply("dense_grad_weight", [g.node.inputs[0], dy]))
         if g.node.attrs["bias"] and g.needs_param_grad("bias"):

@@ -126,4 +126,16 @@ def differentiate(graph: Graph, loss: str, wrt_inputs: tuple[str, ...] = ()) -> 
         if total is None:
             raise CnncError(f"the loss does not depend on input '{name}'")
         g.input_grads[name] = total
+    _prune(g, forward_nodes)
     return g
+
+
+def _prune(g: Graph, forward_nodes: list[Node]) -> None:
+    """Drop backward nodes whose results reach no gradient (a rule may build one eagerly)."""
+    import networkx as nx
+
+    keep = set(g.grads.values()) | set(g.input_grads.values())
+    for name in list(keep):
+        keep |= nx.ancestors(g.nx, name)
+    forward = {node.name for node in forward_nodes}
+    g.nx.remove_nodes_from([name for name in list(g.nx.nodes) if name not in keep and name not in forward])

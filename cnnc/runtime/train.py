@@ -1,0 +1,90 @@
+"""The training loop behind `cnnc train`: epochs of shuffled batches, held-out accuracy after each."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .data import Dataset, batches
+
+
+@dataclass
+class EpochResult:
+    epoch: int
+    loss: float
+    accuracy: float
+    seconds: float
+
+
+@dataclass
+class History:
+    epochs: list[EpochResult] = field(default_factory=list)
+
+
+def accuracy(model, x: np.ndarray, y: np.ndarray, batch: int = 256, output: str | None = None) -> float:
+    """Top-1 accuracy in evaluation mode (the model's mode is restored)."""
+    was_training = model.training
+    model.eval()
+    correct = 0
+    try:
+        for xb, yb in batches(x, y, batch):
+            out = model(xb)
+            if isinstance(out, dict):
+                out = out[output or ("logits" if "logits" in out else next(iter(out)))]
+            correct += int((out.argmax(axis=1) == yb).sum())
+    finally:
+        if was_training:
+            model.train()
+    return correct / max(len(x), 1)
+
+
+class Progress:
+    """One line per epoch; on a terminal, a bar that fills while the epoch runs."""
+
+    def __init__(self, total: int, stream=None, enabled: bool = True):
+        self.total, self.stream = total, stream or sys.stderr
+        self.live = enabled and self.stream.isatty()
+
+    def update(self, done: int, loss: float, epoch: int, epochs: int) -> None:
+        if not self.live:
+            return
+        width = 30
+        filled = int(width * done / max(self.total, 1))
+        bar = "#" * filled + "." * (width - filled)
+        self.stream.write(f"\repoch {epoch}/{epochs} [{bar}] {done}/{self.total} loss {loss:.4f}")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        if self.live:
+            self.stream.write("\r" + " " * 79 + "\r")
+
+
+def fit(model, data: Dataset, trainer, epochs: int, batch: int, seed: int = 0, limit_batches: int | None = None,
+        report=print, progress: bool = True) -> History:
+    """Train for `epochs`, shuffling with `seed`; reports loss and held-out accuracy per epoch."""
+    rng = np.random.default_rng(seed)
+    history = History()
+    steps = len(data.train_x) // batch
+    if limit_batches:
+        steps = min(steps, limit_batches)
+    for epoch in range(1, epochs + 1):
+        start = time.perf_counter()
+        bar = Progress(steps, enabled=progress)
+        losses = []
+        for i, (xb, yb) in enumerate(batches(data.train_x, data.train_y, batch, shuffle=True, rng=rng)):
+            if i >= steps:  # the last, smaller batch is dropped: every step has the same shape
+                break
+            losses.append(trainer.step(xb, yb))
+            bar.update(i + 1, float(np.mean(losses)), epoch, epochs)
+        bar.finish()
+        test_x, test_y = data.test_x, data.test_y
+        if limit_batches:
+            test_x, test_y = test_x[: limit_batches * batch], test_y[: limit_batches * batch]
+        acc = accuracy(model, test_x, test_y, batch=max(batch, 64))
+        result = EpochResult(epoch, float(np.mean(losses)) if losses else float("nan"), acc, time.perf_counter() - start)
+        history.epochs.append(result)
+        report(f"epoch {epoch:3d}  loss {result.loss:.4f}  held-out accuracy {acc * 100:6.2f}%  ({result.seconds:.1f} s)")
+    return history

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..backend.cpu.kernel import OUT, CpuKernel, In
-from ..backend.layout import physical_shape
+from ..backend.cpu.kernel import FLAT_OUT, OUT, CpuKernel, In
+from ..backend.layout import physical_axis, physical_shape
 from .base import Attr, AttrError, Fusion, Op, ShapeError, TensorType, expect_float, integer, register
 from .templates import INPUT_NAMES, elementwise
 from ..graph import BATCH
@@ -161,3 +161,98 @@ class Concat(Op):
 
     def flops(self, a, out, *xs):
         return 0
+
+    def cpu(self, a, out, *xs):
+        inner = _axis_split(out, a.axis)[1]
+        sizes = [_axis_split(x, a.axis)[0] for x in xs]
+        return CpuKernel(_concat_source(len(xs)), f"concat{len(xs)}", (*(In(i, flat=True) for i in range(len(xs))), FLAT_OUT, inner, *sizes))
+
+    def grad(self, g, dy):
+        axis = g.node.attrs["axis"]
+        start = 0
+        for i, x in enumerate(g.node.inputs):
+            size = g.type_of(x).shape[axis]
+            if g.needs_input_grad(i):
+                g.input_grad(i, g.apply("slice", [dy], axis=axis, start=start, stop=start + size))
+            start += size
+
+
+def _axis_split(t: TensorType, axis: int) -> tuple[int, int]:
+    """(n, inner): the length of the logical `axis` in the physical buffer and the elements after it.
+
+    Seen flat, a buffer is [rows, n, inner] with rows = size // (n * inner), so
+    the batch size is read from the array inside the kernel.
+    """
+    shape = physical_shape(t, 1)
+    p = physical_axis(t, axis)
+    inner = 1
+    for d in shape[p + 1 :]:
+        inner *= d
+    return shape[p], inner
+
+
+def _concat_source(count: int) -> str:
+    """A concat kernel for `count` inputs: each output row is the inputs' rows laid end to end.
+
+    The source depends on the number of inputs only, so one compile serves every shape.
+    """
+    xs = [f"x{i}" for i in range(count)]
+    ns = [f"n{i}" for i in range(count)]
+    lines = []
+    for i in range(count):
+        offset = " + ".join(ns[:i]) or "0"
+        lines += [
+            f"        m = {ns[i]} * inner",
+            f"        o = r * total + ({offset}) * inner",
+            f"        s = r * m",
+            f"        for q in range(m):",
+            f"            out[o + q] = {xs[i]}[s + q]",
+        ]
+    body = "\n".join(lines)
+    return f"""
+@njit(parallel=True, cache=True)
+def concat{count}({", ".join(xs)}, out, inner, {", ".join(ns)}):
+    total = ({" + ".join(ns)}) * inner
+    rows = out.size // total
+    for r in prange(rows):
+{body}
+"""
+
+
+SLICE_SOURCE = """
+@njit(parallel=True, cache=True)
+def slice_axis(x, out, n, inner, start, stop):
+    m = (stop - start) * inner
+    total = n * inner
+    rows = out.size // m
+    for r in prange(rows):
+        s = r * total + start * inner
+        o = r * m
+        for q in range(m):
+            out[o + q] = x[s + q]
+"""
+
+
+@register
+class Slice(Op):
+    """The range [start, stop) of a value along an axis (the gradient of concat)."""
+
+    name = "slice"
+    internal = True
+    fusion = Fusion.INJECTIVE
+    attrs = (Attr("axis", int), Attr("start", int), Attr("stop", int))
+
+    def infer(self, a, x):
+        axis = a.axis % x.rank
+        if not 0 <= a.start < a.stop <= x.shape[axis]:
+            raise ShapeError(f"slice: [{a.start}, {a.stop}) is out of range for axis {a.axis} of {x}")
+        shape = list(x.shape)
+        shape[axis] = a.stop - a.start
+        return TensorType(tuple(shape), x.dtype)
+
+    def flops(self, a, out, x):
+        return 0
+
+    def cpu(self, a, out, x):
+        n, inner = _axis_split(x, a.axis)
+        return CpuKernel(SLICE_SOURCE, "slice_axis", (In(0, flat=True), FLAT_OUT, n, inner, a.start, a.stop))

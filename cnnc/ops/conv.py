@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..backend.cpu.kernel import OUT, CpuKernel, In, Param, Scratch
 from .base import (
     Attr,
     AttrError,

@@ -1,0 +1,100 @@
+"""Library models end to end: PyTorch parity for resnet18_cifar, and LeNet trained on digits."""
+
+import time
+
+import numpy as np
+import pytest
+
+import cnnc
+
+pytestmark = pytest.mark.slow
+
+
+def rel(a, b) -> float:
+    return float(np.abs(np.asarray(a, np.float64) - b).max() / max(np.abs(b).max(), 1e-12))
+
+
+@pytest.fixture(scope="module")
+def resnet_pair():
+    torch = pytest.importorskip("torch")
+    import torch_reference
+
+    torch.manual_seed(0)
+    model = torch_reference.resnet18_cifar(num_classes=10)
+    with torch.no_grad():  # non-trivial statistics, so eval mode is really tested
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.1, 0.1)
+    net = cnnc.compile("resnet18_cifar")
+    net.load_params(model.state_dict())
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 3, 32, 32)).astype(np.float32)
+    y = rng.integers(0, 10, 4)
+    return net, model, x, y
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_resnet18_cifar_logits_match_pytorch(resnet_pair, mode):
+    import torch
+
+    net, model, x, _ = resnet_pair
+    getattr(net, mode)()
+    getattr(model, mode)()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        expected = model(torch.tensor(x)).numpy()
+    model.load_state_dict(state)  # undo the running-statistics update of the train-mode forward
+    before = net.state_dict()
+    assert rel(net(x), expected) < 1e-4
+    net.load_params(before)
+
+
+def test_resnet18_cifar_gradients_and_one_sgd_step_match_pytorch(resnet_pair):
+    import torch
+
+    net, model, x, y = resnet_pair
+    net.load_params(model.state_dict())
+    net.train()
+    model.train()
+    loss, grads = net.grad(x, y)
+    net.load_params(model.state_dict())  # the gradient pass updated running statistics; start the step afresh
+    tloss = torch.nn.functional.cross_entropy(model(torch.tensor(x)), torch.tensor(y))
+    model.zero_grad()
+    tloss.backward()
+    assert loss == pytest.approx(tloss.item(), rel=1e-4)
+    for name, p in model.named_parameters():
+        assert rel(grads[name], p.grad.numpy()) < 1e-3, name
+
+    model.load_state_dict(model.state_dict())
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(state)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    trainer = net.trainer(optimizer=cnnc.optim.SGD(lr=0.1, momentum=0.9, weight_decay=5e-4))
+    trainer.step(x, y)
+    opt.zero_grad()
+    torch.nn.functional.cross_entropy(model(torch.tensor(x)), torch.tensor(y)).backward()
+    opt.step()
+    after = model.state_dict()
+    for name, value in net.state_dict().items():
+        assert rel(value, after[name].numpy()) < 1e-4, name
+
+
+def test_lenet_learns_digits_to_98_percent_within_a_minute():
+    from cnnc.runtime.data import digits
+    from cnnc.runtime.train import fit
+
+    def train():
+        start = time.perf_counter()
+        net = cnnc.compile("lenet", seed=0)
+        trainer = net.trainer(optimizer=cnnc.optim.SGD(lr=0.05, momentum=0.9))
+        history = fit(net, digits(), trainer, epochs=10, batch=32, seed=0, report=lambda line: None, progress=False)
+        return net, history, time.perf_counter() - start
+
+    net, history, seconds = train()
+    assert history.epochs[-1].accuracy >= 0.98, [e.accuracy for e in history.epochs]
+    assert seconds < 60
+    again, _, _ = train()
+    assert all(np.array_equal(net.params[k], again.params[k]) for k in net.params)

@@ -60,6 +60,8 @@ def cmd_train(args) -> int:
     from .runtime.data import load_dataset
     from .runtime.train import fit
 
+    if args.epochs < 1 or args.batch < 1:
+        raise CnncError("--epochs and --batch must be at least 1")
     net = compile(_load_graph(args), target=args.target, seed=args.seed)
     image = net.graph.input_types()[next(iter(net.graph.inputs))].sample_shape
     data = load_dataset(args.dataset, image)
@@ -69,8 +71,6 @@ def cmd_train(args) -> int:
         opt = optim.SGD(lr=args.lr if args.lr is not None else 0.05, momentum=args.momentum, weight_decay=args.weight_decay)
     else:
         opt = optim.Adam(lr=args.lr if args.lr is not None else 1e-3, weight_decay=args.weight_decay)
-    if args.epochs < 1 or args.batch < 1:
-        raise CnncError("--epochs and --batch must be at least 1")
     print(
         f"training {net.graph.name} ({net.graph.parameter_count():,} parameters) on {data.name}: "
         f"{len(data.train_x):,} training and {len(data.test_x):,} held-out examples"

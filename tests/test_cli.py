@@ -109,3 +109,36 @@ def test_non_editable_install_checks_every_library_file(tmp_path):
     assert result.returncode == 0, result.stderr
     result = subprocess.run([bindir / "cnnc", "check", "resnet50"], capture_output=True, text=True, cwd=tmp_path, env=env)
     assert "25,557,032" in result.stdout
+
+
+@pytest.mark.slow
+def test_train_then_run(tmp_path, capsys):
+    weights = tmp_path / "lenet.npz"
+    args = ["train", "lenet", "--dataset", "digits", "--epochs", "2", "--batch", "16", "--limit-batches", "5", "--out", str(weights)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "training lenet (61,706 parameters) on digits" in out
+    assert "epoch   1  loss" in out and "epoch   2  loss" in out and "held-out accuracy" in out
+    assert weights.exists()
+    import numpy as np
+
+    from cnnc.runtime.data import digits
+
+    np.save(tmp_path / "x.npy", digits().test_x[:2])
+    assert main(["run", "lenet", "--weights", str(weights), "--input", str(tmp_path / "x.npy"), "--top", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("example 0: class ")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "resnet18_cifar", "--dataset", "digits", "--epochs", "1"], "data set digits gives images [1, 32, 32]; the network expects [3, 32, 32]"),
+        (["train", "lenet", "--dataset", "mnist:/nowhere"], "no such folder /nowhere"),
+        (["train", "lenet", "--epochs", "0"], "--epochs and --batch must be at least 1"),
+        (["run", "lenet", "--weights", "/nowhere.npz", "--input", "x.npy"], "no such weights file"),
+    ],
+)
+def test_train_and_run_errors(args, message, capsys):
+    assert main(args) == 2
+    assert message in capsys.readouterr().err

@@ -22,7 +22,11 @@ def _looks_like_text(source: str) -> bool:
 def resolve_path(source: str | Path) -> Path:
     """A path as given, or else a library model's name: `resnet18` is lib/resnet18.cnn."""
     path = Path(source)
-    if not path.exists() and isinstance(source, str) and source.isidentifier():
+    try:
+        exists = path.exists()
+    except (ValueError, OSError) as e:  # e.g. a NUL byte in the name
+        raise CnncError(f"invalid file name {str(source)!r}: {e}") from None
+    if not exists and isinstance(source, str) and source.isidentifier():
         in_library = lib_dir() / f"{source}.cnn"
         if in_library.is_file():
             return in_library

@@ -33,6 +33,7 @@ MAX_NODES = 100_000
 MAX_REPEAT = 10_000
 MAX_STEPS = 2_000_000
 MAX_INT = 2**62
+MAX_LIST = 10_000
 DTYPES = ("float32", "float64", "int64", "int32")
 
 
@@ -171,6 +172,7 @@ class Builder:
         self.graph = Graph(network.name)
         self.steps = 0
         self.hyper = hyperparameters
+        self._list_sizes: dict[int, tuple[list, int]] = {}
 
     # -- entry ------------------------------------------------------------
     def build(self) -> Graph:
@@ -514,7 +516,7 @@ class Builder:
                 return self._apply(expr, frame, frame.current, True, None)
             self._unknown(expr.id, frame, expr.loc)
         if isinstance(expr, ast.ListExpr):
-            return [self._eval(item, frame) for item in expr.items]
+            return self._new_list([self._eval(item, frame) for item in expr.items], expr.loc)
         if isinstance(expr, ast.Call):
             return self._call(expr, frame)
         if isinstance(expr, ast.BinOp):
@@ -530,6 +532,18 @@ class Builder:
         if isinstance(expr, ast.Chain):
             return self._chain(expr, frame)
         raise CnncError(f"unexpected expression {type(expr).__name__}", expr.loc)  # pragma: no cover
+
+    def _new_list(self, items: list, loc: Loc) -> list:
+        """A list value, refused when it (with the lists inside it) holds too many elements.
+
+        Lists share their elements, so `a = [a, a]` repeated would otherwise
+        describe 2**n values in n steps; sizes are remembered per list object.
+        """
+        size = len(items) + sum(self._list_sizes.get(id(i), (i, len(i)))[1] for i in items if isinstance(i, list))
+        if size > MAX_LIST:
+            raise CnncError(f"a list may hold at most {MAX_LIST:,} elements, nested lists included", loc)
+        self._list_sizes[id(items)] = (items, size)  # the list is kept alive, so its id stays its own
+        return items
 
     def _call(self, expr: ast.Call, frame: Frame) -> Any:
         if expr.func in REGISTRY or expr.func in frame.module.visible:

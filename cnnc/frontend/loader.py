@@ -49,7 +49,10 @@ class Loader:
         self._loading: list[str] = []
 
     def load_file(self, path: Path, loc: Loc | None = None) -> Module:
-        key = str(path.resolve())
+        try:
+            key = str(path.resolve())
+        except (ValueError, OSError) as e:  # e.g. a NUL byte in the name
+            raise CnncError(f"invalid file name {str(path)!r}: {e}", loc) from None
         if key in self._loading:
             cycle = self._loading[self._loading.index(key) :] + [key]
             names = " -> ".join(Path(p).name for p in cycle)

@@ -195,25 +195,32 @@ def _concat_source(count: int) -> str:
     """A concat kernel for `count` inputs: each output row is the inputs' rows laid end to end.
 
     The source depends on the number of inputs only, so one compile serves every shape.
+    Rows are 2-D views, so the copy loops index with provably non-negative
+    range variables and vectorize.
     """
     xs = [f"x{i}" for i in range(count)]
     ns = [f"n{i}" for i in range(count)]
-    lines = []
+    setup, copies = [], []
     for i in range(count):
-        offset = " + ".join(ns[:i]) or "0"
-        lines += [
-            f"        m = {ns[i]} * inner",
-            f"        o = r * total + ({offset}) * inner",
-            f"        s = r * m",
-            f"        for q in range(m):",
-            f"            out[o + q] = {xs[i]}[s + q]",
+        offset = " + ".join(f"m{j}" for j in range(i)) or "0"
+        setup += [
+            f"    m{i} = {ns[i]} * inner",
+            f"    o{i} = {offset}",
+            f"    v{i} = {xs[i]}.reshape((rows, m{i}))",
         ]
-    body = "\n".join(lines)
+        copies += [
+            f"        for q in range(m{i}):",
+            f"            o[r, o{i} + q] = v{i}[r, q]",
+        ]
+    lines = "\n".join(setup)
+    body = "\n".join(copies)
     return f"""
 @njit(parallel=True, cache=True)
 def concat{count}({", ".join(xs)}, out, inner, {", ".join(ns)}):
     total = ({" + ".join(ns)}) * inner
     rows = out.size // total
+    o = out.reshape((rows, total))
+{lines}
     for r in prange(rows):
 {body}
 """
@@ -223,13 +230,14 @@ SLICE_SOURCE = """
 @njit(parallel=True, cache=True)
 def slice_axis(x, out, n, inner, start, stop):
     m = (stop - start) * inner
-    total = n * inner
     rows = out.size // m
+    o = out.reshape((rows, m))
+    total = n * inner
+    first = start * inner
     for r in prange(rows):
-        s = r * total + start * inner
-        o = r * m
+        src = x[r * total + first : r * total + first + m]  # one view per row, indexed from 0
         for q in range(m):
-            out[o + q] = x[s + q]
+            o[r, q] = src[q]
 """
 
 

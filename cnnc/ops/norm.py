@@ -21,53 +21,58 @@ def _chunks(rows):
     return min(rows, 64)
 
 
-@njit(parallel=True, cache=True)
-def _x_sums(xr, shift):
-    # Per channel: sum(x - shift), sum((x - shift)^2). Shifting by a value near
-    # the mean (the first row) avoids cancellation in the one-pass variance.
-    rows, c = xr.shape
-    chunks = _chunks(rows)
-    part = np.zeros((chunks, 2, c), np.float64)
-    for t in prange(chunks):
-        s1 = part[t, 0]
-        s2 = part[t, 1]
-        for r in range(t * rows // chunks, (t + 1) * rows // chunks):
-            for j in range(c):
-                d = xr[r, j] - shift[j]
-                s1[j] += d
-                s2[j] += d * d
-    return part.sum(axis=0)
-
-
-@njit(parallel=True, cache=True)
-def _xdy_sums(xr, dyr, shift):
-    # Per channel: sum(x - s), sum((x - s)^2), sum(dy), sum(dy * (x - s)).
-    rows, c = xr.shape
-    chunks = _chunks(rows)
-    part = np.zeros((chunks, 4, c), np.float64)
-    for t in prange(chunks):
-        s1 = part[t, 0]
-        s2 = part[t, 1]
-        s3 = part[t, 2]
-        s4 = part[t, 3]
-        for r in range(t * rows // chunks, (t + 1) * rows // chunks):
-            for j in range(c):
-                d = xr[r, j] - shift[j]
-                g = np.float64(dyr[r, j])
-                s1[j] += d
-                s2[j] += d * d
-                s3[j] += g
-                s4[j] += g * d
-    return part.sum(axis=0)
-
-
 @njit(cache=True)
 def _first_row(xr):
+    # The shift for one-pass sums: a value near each channel's mean avoids
+    # cancellation in sum((x - s)^2) - sum(x - s)^2 / n.
     c = xr.shape[1]
     shift = np.empty(c, np.float64)
     for j in range(c):
         shift[j] = xr[0, j]
     return shift
+
+
+@njit(cache=True)
+def _sum_x(xr, shift, p, lo, hi):
+    # Rows [lo, hi): p[0] += x - s, p[1] += (x - s)^2 per channel.
+    c = xr.shape[1]
+    s1 = p[0]
+    s2 = p[1]
+    for r in range(lo, hi):
+        for j in range(c):
+            d = xr[r, j] - shift[j]
+            s1[j] += d
+            s2[j] += d * d
+
+
+@njit(cache=True)
+def _sum_xdy(xr, dyr, shift, p, lo, hi):
+    # Rows [lo, hi): as _sum_x, and p[2] += dy, p[3] += dy * (x - s).
+    c = xr.shape[1]
+    s1 = p[0]
+    s2 = p[1]
+    s3 = p[2]
+    s4 = p[3]
+    for r in range(lo, hi):
+        for j in range(c):
+            d = xr[r, j] - shift[j]
+            g = np.float64(dyr[r, j])
+            s1[j] += d
+            s2[j] += d * d
+            s3[j] += g
+            s4[j] += g * d
+
+
+@njit(cache=True)
+def _total(part):
+    # The per-chunk partial sums added up: [chunks, k, c] -> [k, c].
+    chunks, k, c = part.shape
+    out = np.zeros((k, c), np.float64)
+    for t in range(chunks):
+        for i in range(k):
+            for j in range(c):
+                out[i, j] += part[t, i, j]
+    return out
 
 
 @njit(parallel=True, cache=True)
@@ -79,21 +84,25 @@ def batchnorm(x, weight, bias, running_mean, running_var, training, out, c, eps,
     var = np.empty(c, np.float64)
     if training[0]:
         shift = _first_row(xr)
-        sums = _x_sums(xr, shift)
+        chunks = _chunks(rows)
+        part = np.zeros((chunks, 2, c), np.float64)
+        for t in prange(chunks):
+            _sum_x(xr, shift, part[t], t * rows // chunks, (t + 1) * rows // chunks)
+        sums = _total(part)
         # PyTorch's running variance uses the unbiased batch variance (it refuses
         # one value per channel; here that case keeps the biased one, zero).
         unbias = rows / (rows - 1.0) if rows > 1 else 1.0
         for j in range(c):
-            m = sums[0, j] / rows
-            mean[j] = shift[j] + m
-            var[j] = max(sums[1, j] / rows - m * m, 0.0)
+            d = sums[0, j] / rows
+            mean[j] = shift[j] + d
+            var[j] = max(sums[1, j] / rows - d * d, 0.0)
             running_mean[j] = (1.0 - momentum) * running_mean[j] + momentum * mean[j]
             running_var[j] = (1.0 - momentum) * running_var[j] + momentum * var[j] * unbias
     else:
         for j in range(c):
             mean[j] = running_mean[j]
             var[j] = running_var[j]
-    # y = (x - mean) * scale + shift, per channel constants in the buffer's dtype.
+    # y = (x - mean) * scale + bias, with per-channel constants in the buffer's dtype.
     m = np.empty(c, x.dtype)
     s = np.empty(c, x.dtype)
     b = np.empty(c, x.dtype)
@@ -114,7 +123,7 @@ def batchnorm_grad_input(x, dy, weight, running_mean, running_var, training, dx,
     dyr = dy.reshape((rows, c))
     dxr = dx.reshape((rows, c))
     a = np.empty(c, dx.dtype)
-    if not training[0]:  # the statistics are constants: dx = dy * w / sqrt(var + eps)
+    if not training[0]:  # the statistics are constants: dx = dy * w / sqrt(running_var + eps)
         for j in range(c):
             w = np.float64(weight[j]) if affine else 1.0
             a[j] = w / math.sqrt(np.float64(running_var[j]) + eps)
@@ -122,10 +131,14 @@ def batchnorm_grad_input(x, dy, weight, running_mean, running_var, training, dx,
             for j in range(c):
                 dxr[r, j] = dyr[r, j] * a[j]
         return
-    # Through the batch statistics:
+    # Through the batch statistics, with inv = 1 / sqrt(var + eps):
     # dx = w * inv * (dy - mean(dy) - (x - mean) * inv^2 * mean(dy * (x - mean)))
     shift = _first_row(xr)
-    sums = _xdy_sums(xr, dyr, shift)
+    chunks = _chunks(rows)
+    part = np.zeros((chunks, 4, c), np.float64)
+    for t in prange(chunks):
+        _sum_xdy(xr, dyr, shift, part[t], t * rows // chunks, (t + 1) * rows // chunks)
+    sums = _total(part)
     m = np.empty(c, dx.dtype)
     k = np.empty(c, dx.dtype)
     b = np.empty(c, dx.dtype)
@@ -144,26 +157,30 @@ def batchnorm_grad_input(x, dy, weight, running_mean, running_var, training, dx,
             dxr[r, j] = dyr[r, j] * a[j] + (xr[r, j] - m[j]) * k[j] + b[j]
 
 
-@njit(cache=True)
+@njit(parallel=True, cache=True)
 def batchnorm_grad_weight(x, dy, running_mean, running_var, training, dw, c, eps):
-    # dw = sum(dy * x_hat), x_hat from the batch statistics (training) or the running ones.
+    # dw = sum(dy * x_hat), x_hat from the batch statistics (training) or the running ones (eval).
     rows = dy.size // c
     xr = x.reshape((rows, c))
     dyr = dy.reshape((rows, c))
-    if training[0]:
+    train = training[0] != 0
+    if train:
         shift = _first_row(xr)
     else:
         shift = np.empty(c, np.float64)
         for j in range(c):
             shift[j] = running_mean[j]
-    sums = _xdy_sums(xr, dyr, shift)
+    chunks = _chunks(rows)
+    part = np.zeros((chunks, 4, c), np.float64)
+    for t in prange(chunks):
+        _sum_xdy(xr, dyr, shift, part[t], t * rows // chunks, (t + 1) * rows // chunks)
+    sums = _total(part)
     for j in range(c):
-        if training[0]:
+        d = 0.0
+        var = np.float64(running_var[j])
+        if train:
             d = sums[0, j] / rows
             var = max(sums[1, j] / rows - d * d, 0.0)
-        else:
-            d = 0.0
-            var = np.float64(running_var[j])
         dw[j] = (sums[3, j] - d * sums[2, j]) / math.sqrt(var + eps)
 """
 

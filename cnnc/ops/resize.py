@@ -1,8 +1,15 @@
-"""Resizing: upsample by nearest-neighbour or bilinear interpolation."""
+"""Resizing: upsample by nearest-neighbour or bilinear interpolation, and its gradient.
+
+Both modes are separable linear maps of the input, so the kernels are the ones
+the average pools use (pool.LINEAR_MAP_SOURCE: one compiled module serves both
+families); only the per-axis taps differ (`_nearest_axis`, `_bilinear_axis`).
+"""
 
 from __future__ import annotations
 
+from ..backend.cpu.kernel import OUT, CpuKernel, In
 from .base import Attr, AttrError, Fusion, Op, ShapeError, TensorType, boolean, expect_float, expect_rank, one_of, optional, positive_pair, register
+from .pool import LINEAR_MAP_SOURCE
 from ..graph import BATCH
 
 
@@ -32,3 +39,30 @@ class Upsample(Op):
 
     def flops(self, a, out, x):
         return (4 if a.mode == "bilinear" else 1) * out.sample_elements()
+
+    # An integer scale gives out = in * scale, so in / out is PyTorch's 1 / scale_factor:
+    # the kernels need only the two sizes.
+    def cpu(self, a, out, x):
+        return CpuKernel(LINEAR_MAP_SOURCE, "upsample", (In(0), OUT, int(a.mode == "bilinear"), int(a.align_corners)))
+
+    def grad(self, g, dy):
+        if g.needs_input_grad(0):
+            a = g.node.attrs
+            x = g.type_of(g.node.inputs[0])
+            g.input_grad(0, g.apply("upsample_grad", [dy], mode=a.mode, align_corners=a.align_corners, in_size=x.shape[2:]))
+
+
+@register
+class UpsampleGrad(Op):
+    """dx of upsample: each input pixel gathers dy from the outputs that read it, times their weights."""
+
+    name = "upsample_grad"
+    internal = True
+    fusion = Fusion.REDUCTION
+    attrs = (Attr("mode", str), Attr("align_corners", bool), Attr("in_size", tuple))
+
+    def infer(self, a, dy):
+        return TensorType((BATCH, dy.shape[1], *a.in_size), dy.dtype)
+
+    def cpu(self, a, out, dy):
+        return CpuKernel(LINEAR_MAP_SOURCE, "upsample_grad", (In(0), OUT, int(a.mode == "bilinear"), int(a.align_corners)))

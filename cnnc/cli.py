@@ -68,7 +68,7 @@ def cmd_train(args) -> int:
     if data.image_shape != image:
         raise CnncError(f"data set {data.name} gives images {list(data.image_shape)}; the network expects {list(image)}")
     if args.optimizer == "sgd":
-        opt = optim.SGD(lr=args.lr if args.lr is not None else 0.05, momentum=args.momentum, weight_decay=args.weight_decay)
+        opt = optim.SGD(lr=args.lr if args.lr is not None else 0.01, momentum=args.momentum, weight_decay=args.weight_decay)
     else:
         opt = optim.Adam(lr=args.lr if args.lr is not None else 1e-3, weight_decay=args.weight_decay)
     print(
@@ -152,9 +152,9 @@ def make_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a network on a data set and save its weights")
     _add_model_arguments(train)
     train.add_argument("--dataset", default="digits", help="digits (built in), mnist:DIR, fashion-mnist:DIR or cifar10:DIR")
-    train.add_argument("--epochs", type=int, default=10)
+    train.add_argument("--epochs", type=int, default=20)
     train.add_argument("--batch", type=int, default=32)
-    train.add_argument("--lr", type=float, default=None, help="learning rate (default 0.05 for sgd, 0.001 for adam)")
+    train.add_argument("--lr", type=float, default=None, help="learning rate (default 0.01 for sgd, 0.001 for adam)")
     train.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
     train.add_argument("--momentum", type=float, default=0.9)
     train.add_argument("--weight-decay", type=float, default=0.0)

@@ -86,8 +86,8 @@ def test_lenet_learns_digits_to_98_percent():
 
     def train():
         net = cnnc.compile("lenet", seed=0)
-        trainer = net.trainer(optimizer=cnnc.optim.SGD(lr=0.05, momentum=0.9))
-        history = fit(net, digits(), trainer, epochs=10, batch=32, seed=0, report=lambda line: None, progress=False)
+        trainer = net.trainer(optimizer=cnnc.optim.SGD(lr=0.01, momentum=0.9))
+        history = fit(net, digits(), trainer, epochs=20, batch=32, seed=0, report=lambda line: None, progress=False)
         return net, history
 
     net, history = train()

@@ -54,11 +54,11 @@ def test_resnet18_cifar_gradients_and_one_sgd_step_match_pytorch(resnet_pair):
     import torch
 
     net, model, x, y = resnet_pair
-    net.load_params(model.state_dict())
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    net.load_params(start)
     net.train()
     model.train()
     loss, grads = net.grad(x, y)
-    net.load_params(model.state_dict())  # the gradient pass updated running statistics; start the step afresh
     tloss = torch.nn.functional.cross_entropy(model(torch.tensor(x)), torch.tensor(y))
     model.zero_grad()
     tloss.backward()
@@ -66,9 +66,9 @@ def test_resnet18_cifar_gradients_and_one_sgd_step_match_pytorch(resnet_pair):
     for name, p in model.named_parameters():
         assert rel(grads[name], p.grad.numpy()) < 1e-3, name
 
-    model.load_state_dict(model.state_dict())
-    state = {k: v.clone() for k, v in model.state_dict().items()}
-    model.load_state_dict(state)
+    # The gradient passes updated the running statistics: start the step afresh on both sides.
+    model.load_state_dict(start)
+    net.load_params(start)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     trainer = net.trainer(optimizer=cnnc.optim.SGD(lr=0.1, momentum=0.9, weight_decay=5e-4))
     trainer.step(x, y)

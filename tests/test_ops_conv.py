@@ -1,0 +1,166 @@
+"""Forward and backward of conv and conv_transpose over many hyperparameters,
+against PyTorch (float32) and finite differences (float64)."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+import cnnc  # noqa: E402
+from cnnc.passes.autodiff import differentiate  # noqa: E402
+from opcheck import check  # noqa: E402
+
+# PyTorch warns that its own "same" padding of an even kernel copies the input.
+pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same'")
+
+
+def _pair(v):
+    return tuple(v) if isinstance(v, (list, tuple)) else (v, v)
+
+
+def _lang(v):
+    """A value as the .cnn language writes it."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return f'"{v}"'
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(str(x) for x in v) + "]"
+    return str(v)
+
+
+def _program(op, cin, size, cout, attrs):
+    h, w = _pair(size)
+    args = ", ".join(f"{k}={_lang(v)}" for k, v in attrs.items())
+    return f"network t {{\n    input x: [{cin}, {h}, {w}]\n    c: {op}({cout}, {args})\n}}\n"
+
+
+# (cin, [h, w], cout, attributes, batch)
+CONV_CASES = [
+    (3, [7, 6], 4, dict(kernel=1), 2),  # a plain GEMM
+    (3, [7, 6], 4, dict(kernel=1, stride=2), 2),
+    (3, [5, 5], 4, dict(kernel=1, pad=1, bias=False), 1),
+    (3, [6, 7], 5, dict(kernel=3, pad=1), 3),
+    (3, [7, 6], 4, dict(kernel=3, stride=2, pad=1), 3),
+    (2, [8, 7], 3, dict(kernel=3, stride=3), 2),
+    (3, [6, 6], 4, dict(kernel=3, stride=2), 2),  # the last row and column reach no window
+    (2, [9, 8], 3, dict(kernel=5, pad=2), 2),
+    (2, [9, 7], 3, dict(kernel=5, stride=2, pad=[1, 2]), 1),
+    (3, [5, 7], 4, dict(kernel=[1, 3], pad=[0, 1]), 2),
+    (2, [7, 6], 3, dict(kernel=[3, 2], stride=[2, 1], pad=[1, 0]), 2),
+    (2, [6, 7], 3, dict(kernel=[2, 4], pad="same"), 2),  # the odd pixel goes at the end
+    (2, [7, 7], 3, dict(kernel=3, pad="same", dilation=2), 2),
+    (2, [9, 8], 3, dict(kernel=3, stride=2, pad=1, dilation=2), 3),
+    (2, [7, 9], 3, dict(kernel=[3, 2], stride=[1, 2], dilation=[2, 1], pad="valid"), 2),
+    (4, [6, 5], 6, dict(kernel=3, pad=1, groups=2), 2),
+    (4, [7, 7], 6, dict(kernel=3, stride=2, groups=2, bias=False), 3),
+    (4, [6, 7], 2, dict(kernel=[3, 2], stride=[2, 1], pad=1, groups=2), 2),  # narrow groups: the direct kernels
+    (4, [5, 6], 6, dict(kernel=1, groups=2), 2),
+    (4, [6, 5], 4, dict(kernel=3, pad=1, groups=4), 2),  # depthwise
+    (3, [7, 6], 6, dict(kernel=3, stride=2, pad=1, groups=3, bias=False), 1),  # depthwise, multiplier 2
+    (1, [7, 6], 3, dict(kernel=3, stride=2, pad=1), 2),  # one input channel: the direct kernels
+    (8, [28, 28], 8, dict(kernel=3, pad=1), 3),  # full-size tiles (512 rows)
+]
+
+
+def _conv_ref(attrs):
+    pad = attrs.get("pad", 0)
+    padding = pad if isinstance(pad, str) else _pair(pad)
+    bias = attrs.get("bias", True)
+
+    def forward(i, p):
+        return F.conv2d(i["x"], p["c.weight"], p["c.bias"] if bias else None, stride=_pair(attrs.get("stride", 1)),
+                        padding=padding, dilation=_pair(attrs.get("dilation", 1)), groups=attrs.get("groups", 1))
+
+    return forward
+
+
+def _case_id(case):
+    cin, (h, w), cout, attrs, batch = case
+    return f"{cin}x{h}x{w}->{cout} " + " ".join(f"{k}={_lang(v)}" for k, v in attrs.items()) + f" n={batch}"
+
+
+@pytest.mark.parametrize("cin, size, cout, attrs, batch", CONV_CASES, ids=[_case_id(c) for c in CONV_CASES])
+def test_conv(cin, size, cout, attrs, batch):
+    check(_program("conv", cin, size, cout, attrs), _conv_ref(attrs), batch=batch, max_fd=12)
+
+
+CONV_TRANSPOSE_CASES = [
+    (3, [4, 5], 4, dict(kernel=3), 2),
+    (3, [4, 5], 4, dict(kernel=1), 2),  # a plain GEMM both ways
+    (3, [4, 3], 4, dict(kernel=1, stride=2), 2),  # phases that no tap reaches: the bias alone
+    (2, [4, 3], 3, dict(kernel=2, stride=3, bias=False), 1),
+    (3, [4, 5], 4, dict(kernel=3, stride=2, pad=1, output_pad=1), 3),
+    (3, [5, 4], 2, dict(kernel=4, stride=2, pad=1), 2),
+    (2, [4, 5], 3, dict(kernel=[3, 5], stride=[2, 3], pad=[1, 2], output_pad=[1, 2]), 2),
+    (2, [4, 4], 3, dict(kernel=3, stride=2, dilation=2, output_pad=1), 2),
+    (2, [4, 5], 3, dict(kernel=3, dilation=2, pad=1, output_pad=1), 2),  # output_pad >= stride
+    (4, [4, 5], 6, dict(kernel=3, stride=2, pad=1, groups=2), 2),
+    (4, [5, 4], 4, dict(kernel=3, stride=2, pad=1, output_pad=1, groups=4, bias=False), 3),  # depthwise
+    (6, [4, 4], 3, dict(kernel=3, pad=1, groups=3), 1),
+    (2, [4, 3], 1, dict(kernel=[2, 3], stride=[1, 2], pad=[0, 1]), 2),  # one output channel: the direct kernels
+    (8, [14, 14], 8, dict(kernel=3, stride=2, pad=1, output_pad=1), 3),  # several tiles per phase
+]
+
+
+def _conv_transpose_ref(attrs):
+    bias = attrs.get("bias", True)
+
+    def forward(i, p):
+        return F.conv_transpose2d(i["x"], p["c.weight"], p["c.bias"] if bias else None,
+                                  stride=_pair(attrs.get("stride", 1)), padding=_pair(attrs.get("pad", 0)),
+                                  output_padding=_pair(attrs.get("output_pad", 0)), groups=attrs.get("groups", 1),
+                                  dilation=_pair(attrs.get("dilation", 1)))
+
+    return forward
+
+
+@pytest.mark.parametrize("cin, size, cout, attrs, batch", CONV_TRANSPOSE_CASES,
+                         ids=[_case_id(c) for c in CONV_TRANSPOSE_CASES])
+def test_conv_transpose(cin, size, cout, attrs, batch):
+    check(_program("conv_transpose", cin, size, cout, attrs), _conv_transpose_ref(attrs), batch=batch, max_fd=12)
+
+
+def test_conv_chain_with_transpose():
+    program = """network t {
+    input x: [3, 9, 8]
+    a: conv(4, kernel=3, stride=2, pad=1) -> relu
+    b: conv_transpose(3, kernel=3, stride=2, pad=1, output_pad=[0, 1], bias=false)
+}
+"""
+
+    def forward(i, p):
+        y = F.relu(F.conv2d(i["x"], p["a.weight"], p["a.bias"], stride=2, padding=1))
+        return F.conv_transpose2d(y, p["b.weight"], stride=2, padding=1, output_padding=(0, 1))
+
+    check(program, forward, batch=2, max_fd=12)
+
+
+def test_input_gradient_only_when_needed():
+    """The first conv reads the image, which needs no gradient: no conv_grad_input node for it."""
+    program = """network t {
+    input x: [3, 6, 6]
+    input y: [2, 6, 6]
+    z = x -> a: conv(4, kernel=3, pad=1) -> b: conv(2, kernel=3, pad=1)
+    output loss = mse(z, y)
+}
+"""
+    net = cnnc.compile(program)
+    graph = differentiate(net.graph, net.graph.outputs["loss"])
+    grad_inputs = [n.name.split(".")[0] for n in graph.nodes() if n.op.name == "conv_grad_input"]
+    grad_weights = [n.name.split(".")[0] for n in graph.nodes() if n.op.name == "conv_grad_weight"]
+    assert grad_inputs == ["b"] and sorted(grad_weights) == ["a", "b"]
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    y = rng.standard_normal((2, 2, 6, 6)).astype(np.float32)
+    value, grads = net.grad({"x": x, "y": y}, loss=None)
+    p = {k: torch.tensor(v, requires_grad=True) for k, v in net.state_dict().items()}
+    out = F.conv2d(F.conv2d(torch.tensor(x), p["a.weight"], p["a.bias"], padding=1), p["b.weight"], p["b.bias"], padding=1)
+    loss = F.mse_loss(out, torch.tensor(y))
+    loss.backward()
+    assert abs(value - loss.item()) < 1e-5 * max(1.0, loss.item())
+    for name, t in p.items():
+        expected = t.grad.numpy()
+        assert np.abs(grads[name] - expected).max() < 1e-4 * np.abs(expected).max(), name

@@ -67,7 +67,10 @@ class Rng:
 
 @dataclass(frozen=True)
 class Scratch:
-    """A work buffer of this shape, shared by all kernels (they run one at a time)."""
+    """A work buffer of this shape, shared by all kernels (they run one at a time).
+
+    Every Scratch argument starts at the same memory: a kernel takes one and splits it itself.
+    """
 
     shape: tuple[int, ...]
     dtype: str = "float32"

@@ -238,3 +238,11 @@ def test_float64_models():
     assert net(x).dtype == np.float64
     with pytest.raises(CnncError, match="dtype must be float32 or float64"):
         cnnc.compile(MLP, dtype="float16")
+
+
+def test_batchnorm_refuses_one_value_per_channel_in_training():
+    net = cnnc.compile("network n {\n input x: [3]\n fc: dense(4) -> bn: batchnorm\n}\n")
+    with pytest.raises(CnncError, match="batchnorm bn needs more than one value per channel in training mode"):
+        net(np.ones((1, 3), np.float32))
+    assert net.eval()(np.ones((1, 3), np.float32)).shape == (1, 4)
+    assert net.train()(np.ones((2, 3), np.float32)).shape == (2, 4)

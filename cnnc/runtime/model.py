@@ -55,6 +55,9 @@ class Model:
         for spec in graph.params.values():
             initialize(spec, (self.params if spec.kind == "param" else self.buffers)[spec.name], rng)
         self._state = RuntimeState(seed=seed)
+        self._batchnorms = [  # (node, values per channel in one example)
+            (node, node.type.sample_elements() // node.type.shape[1]) for node in graph.nodes() if node.op.name == "batchnorm"
+        ]
         self._executors: dict[tuple, Any] = {}
         self._graphs: dict[tuple, tuple[Graph, dict]] = {}
 
@@ -123,9 +126,21 @@ class Model:
         return batch, feeds
 
     # -- running --------------------------------------------------------------
+    def _check_batch_statistics(self, batch: int) -> None:
+        """Batch statistics need two or more values per channel (PyTorch refuses one, too)."""
+        if not self.training:
+            return
+        for node, per_example in self._batchnorms:
+            if batch * per_example < 2:
+                raise CnncError(
+                    f"batchnorm {node.name} needs more than one value per channel in training mode; "
+                    f"a batch of {batch} gives one (use a larger batch, or net.eval())"
+                )
+
     def _executor(self, kind: tuple, batch: int):
         from ..backend.cpu.executor import Executor
 
+        self._check_batch_statistics(batch)
         key = (*kind, batch)
         ex = self._executors.get(key)
         if ex is None:

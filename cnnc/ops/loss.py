@@ -9,6 +9,26 @@ SCALAR = TensorType((), "float32")
 NO_LABEL = -(2**62)  # stands for "no ignored label" in kernels
 
 LOSS_SOURCE = """
+@njit(cache=True)
+def _max_and_sum_exp(x, r, c):
+    m = -np.inf
+    for j in range(c):
+        m = max(m, x[r, j])
+    s = 0.0
+    for j in range(c):
+        s += math.exp(x[r, j] - m)
+    return m, s
+
+
+@njit(cache=True)
+def _labelled(t, ignore):
+    count = 0
+    for r in range(t.size):
+        if t[r] != ignore:
+            count += 1
+    return count
+
+
 @njit(parallel=True, cache=True)
 def cross_entropy(logits, labels, out, ignore):
     c = logits.shape[-1]
@@ -18,17 +38,9 @@ def cross_entropy(logits, labels, out, ignore):
     losses = np.zeros(rows)
     for r in prange(rows):
         if t[r] != ignore:
-            m = -np.inf
-            for j in range(c):
-                m = max(m, x[r, j])
-            s = 0.0
-            for j in range(c):
-                s += math.exp(x[r, j] - m)
+            m, s = _max_and_sum_exp(x, r, c)
             losses[r] = math.log(s) + m - x[r, t[r]]
-    count = 0
-    for r in range(rows):
-        if t[r] != ignore:
-            count += 1
+    count = _labelled(t, ignore)
     out[0] = losses.sum() / count if count else np.nan
 
 
@@ -39,21 +51,13 @@ def cross_entropy_grad(logits, labels, dy, dx, ignore):
     x = logits.reshape(rows, c)
     g = dx.reshape(rows, c)
     t = labels.reshape(-1)
-    count = 0
-    for r in range(rows):
-        if t[r] != ignore:
-            count += 1
+    count = _labelled(t, ignore)
     scale = dy[0] / count if count else 0.0
     for r in prange(rows):
         if t[r] == ignore:
             g[r, :] = 0.0
             continue
-        m = -np.inf
-        for j in range(c):
-            m = max(m, x[r, j])
-        s = 0.0
-        for j in range(c):
-            s += math.exp(x[r, j] - m)
+        m, s = _max_and_sum_exp(x, r, c)
         for j in range(c):
             g[r, j] = math.exp(x[r, j] - m) / s * scale
         g[r, t[r]] -= scale

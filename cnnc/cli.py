@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from typing import Any, Sequence
 
 from .errors import CnncError
@@ -76,6 +77,9 @@ def cmd_train(args) -> int:
         f"{len(data.train_x):,} training and {len(data.test_x):,} held-out examples"
     )
     trainer = net.trainer(loss="cross_entropy", optimizer=opt)
+    start = time.perf_counter()
+    trainer.compile(args.batch)
+    print(f"compiled the training step in {time.perf_counter() - start:.2f} s")
     fit(net, data, trainer, epochs=args.epochs, batch=args.batch, seed=args.seed, limit_batches=args.limit_batches)
     out = args.out or f"{net.graph.name}.npz"
     net.save(out)

@@ -273,6 +273,10 @@ class Trainer:
         self.optimizer = optimizer
         optimizer.bind(model._param_arena, model._grad_arena)
 
+    def compile(self, batch: int) -> None:
+        """Build (or load from the kernel cache) everything a step at this batch size runs."""
+        self.model._executor(("grad", self.loss, self.output, ()), batch)
+
     def step(self, x, y) -> float:
         """One update on the batch (x, y); returns the loss before the update."""
         was_training = self.model.training

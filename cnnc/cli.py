@@ -69,7 +69,7 @@ def cmd_train(args) -> int:
     if data.image_shape != image:
         raise CnncError(f"data set {data.name} gives images {list(data.image_shape)}; the network expects {list(image)}")
     if args.optimizer == "sgd":
-        opt = optim.SGD(lr=args.lr if args.lr is not None else 0.01, momentum=args.momentum, weight_decay=args.weight_decay)
+        opt = optim.SGD(lr=args.lr if args.lr is not None else 0.02, momentum=args.momentum, weight_decay=args.weight_decay)
     else:
         opt = optim.Adam(lr=args.lr if args.lr is not None else 1e-3, weight_decay=args.weight_decay)
     print(
@@ -80,7 +80,8 @@ def cmd_train(args) -> int:
     start = time.perf_counter()
     trainer.compile(args.batch)
     print(f"compiled the training step in {time.perf_counter() - start:.2f} s")
-    fit(net, data, trainer, epochs=args.epochs, batch=args.batch, seed=args.seed, limit_batches=args.limit_batches)
+    fit(net, data, trainer, epochs=args.epochs, batch=args.batch, seed=args.seed, limit_batches=args.limit_batches,
+        schedule=args.schedule)
     out = args.out or f"{net.graph.name}.npz"
     net.save(out)
     print(f"weights saved to {out}")
@@ -158,8 +159,9 @@ def make_parser() -> argparse.ArgumentParser:
     train.add_argument("--dataset", default="digits", help="digits (built in), mnist:DIR, fashion-mnist:DIR or cifar10:DIR")
     train.add_argument("--epochs", type=int, default=20)
     train.add_argument("--batch", type=int, default=32)
-    train.add_argument("--lr", type=float, default=None, help="learning rate (default 0.01 for sgd, 0.001 for adam)")
+    train.add_argument("--lr", type=float, default=None, help="learning rate (default 0.02 for sgd, 0.001 for adam)")
     train.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
+    train.add_argument("--schedule", choices=("cosine", "constant"), default="cosine", help="learning-rate schedule over the epochs")
     train.add_argument("--momentum", type=float, default=0.9)
     train.add_argument("--weight-decay", type=float, default=0.0)
     train.add_argument("--seed", type=int, default=0)

@@ -86,7 +86,7 @@ def test_lenet_learns_digits_to_98_percent():
 
     def train():
         net = cnnc.compile("lenet", seed=0)
-        trainer = net.trainer(optimizer=cnnc.optim.SGD(lr=0.01, momentum=0.9))
+        trainer = net.trainer(optimizer=cnnc.optim.SGD(lr=0.02, momentum=0.9))
         history = fit(net, digits(), trainer, epochs=20, batch=32, seed=0, report=lambda line: None, progress=False)
         return net, history
 

@@ -246,3 +246,11 @@ def test_batchnorm_refuses_one_value_per_channel_in_training():
         net(np.ones((1, 3), np.float32))
     assert net.eval()(np.ones((1, 3), np.float32)).shape == (1, 4)
     assert net.train()(np.ones((2, 3), np.float32)).shape == (2, 4)
+
+
+def test_cosine_schedule():
+    from cnnc.runtime.train import cosine_lr
+
+    assert cosine_lr(0.1, 1, 10) == pytest.approx(0.1)
+    assert cosine_lr(0.1, 6, 10) == pytest.approx(0.05)
+    assert 0 < cosine_lr(0.1, 10, 10) < 0.003

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -62,15 +63,26 @@ class Progress:
             self.stream.write("\r" + " " * 79 + "\r")
 
 
+def cosine_lr(base: float, epoch: int, epochs: int) -> float:
+    """The learning rate of an epoch (1-based) under cosine decay from `base` towards 0."""
+    return base * 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / epochs))
+
+
 def fit(model, data: Dataset, trainer, epochs: int, batch: int, seed: int = 0, limit_batches: int | None = None,
-        report=print, progress: bool = True) -> History:
-    """Train for `epochs`, shuffling with `seed`; reports loss and held-out accuracy per epoch."""
+        report=print, progress: bool = True, schedule: str = "cosine") -> History:
+    """Train for `epochs`, shuffling with `seed`; reports loss and held-out accuracy per epoch.
+
+    `schedule="cosine"` decays the optimizer's learning rate each epoch; "constant" keeps it.
+    """
     rng = np.random.default_rng(seed)
     history = History()
     steps = len(data.train_x) // batch
     if limit_batches:
         steps = min(steps, limit_batches)
+    base_lr = trainer.optimizer.lr
     for epoch in range(1, epochs + 1):
+        if schedule == "cosine":
+            trainer.optimizer.lr = cosine_lr(base_lr, epoch, epochs)
         start = time.perf_counter()
         bar = Progress(steps, enabled=progress)
         losses = []

@@ -11,6 +11,7 @@ import math
 import zlib
 from dataclasses import dataclass, field
 
+import numba
 import numpy as np
 
 from ...errors import CnncError
@@ -80,6 +81,8 @@ class Executor:
         for node, spec in kernels:
             fn = k.load(spec)
             args = tuple(self._resolve(arg, node, params) for arg in spec.args)
+            # Compile now (or load the machine code from Numba's cache), not on the first run.
+            fn.compile(tuple(numba.typeof(arg) for arg in args))
             self.steps.append((node.name, fn, args))
 
     def _scratch_dtype(self, arg: k.Scratch) -> np.dtype:

@@ -95,20 +95,20 @@ class DenseGradWeight(Op):
         return CpuKernel(DENSE_SOURCE, "dense_grad_weight", (In(0), In(1), OUT))
 
 
+# Serial on purpose: a memory-bound pass that costs little next to the GEMMs around it,
+# while a parallel version costs seconds more of cold compile.
 BIAS_GRAD_SOURCE = """
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def bias_grad(dy, db):
     c = dy.shape[-1]
     rows = dy.size // c
     flat = dy.reshape(rows, c)
-    chunks = min(rows, 64)
-    partial = np.zeros((chunks, c), np.float64)
-    for t in prange(chunks):
-        for r in range(t * rows // chunks, (t + 1) * rows // chunks):
-            for j in range(c):
-                partial[t, j] += flat[r, j]
+    acc = np.zeros(c, np.float64)
+    for r in range(rows):
+        for j in range(c):
+            acc[j] += flat[r, j]
     for j in range(c):
-        db[j] = partial[:, j].sum()
+        db[j] = acc[j]
 """
 
 

@@ -10,14 +10,15 @@ from .base import Attr, Fusion, Op, ShapeError, TensorType, int_list, register
 from ..graph import BATCH
 
 # Reshaping follows the logical (NCHW) element order, whatever the physical layouts.
+# A serial copy: cheap next to the layers around it, and quick to compile.
 RESHAPE_SOURCE = """
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def reshape(x, out, in_chw, ic, ih, iw, out_chw, oc, oh, ow):
     n = x.shape[0]
     per = x.size // n
     xf = x.reshape((n, per))
     of = out.reshape((n, per))
-    for s in prange(n):
+    for s in range(n):
         for j in range(per):
             src = j
             if in_chw:  # logical (c, h, w) -> physical (h, w, c)

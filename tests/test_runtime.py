@@ -254,3 +254,28 @@ def test_cosine_schedule():
     assert cosine_lr(0.1, 1, 10) == pytest.approx(0.1)
     assert cosine_lr(0.1, 6, 10) == pytest.approx(0.05)
     assert 0 < cosine_lr(0.1, 10, 10) < 0.003
+
+
+@pytest.mark.slow
+def test_a_second_process_loads_every_kernel_from_the_disk_cache(tmp_path):
+    """The first process compiles and writes the cache; the second compiles nothing."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import json, cnnc\n"
+        "net = cnnc.compile('network n {\\n input x: [2, 6, 6]\\n conv(3, kernel=3) -> relu -> flatten -> dense(4)\\n}\\n')\n"
+        "trainer = net.trainer(optimizer=cnnc.optim.SGD(lr=0.1))\n"
+        "trainer.compile(4)\n"
+        "ex = next(iter(net._executors.values()))\n"
+        "stats = [fn.stats for _, fn, _ in ex.steps]\n"
+        "print(json.dumps([sum(s.cache_hits.values()) for s in stats] + [-sum(s.cache_misses.values()) for s in stats]))\n"
+    )
+    env = {**os.environ, "CNNC_CACHE_DIR": str(tmp_path)}
+    runs = [json.loads(subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True).stdout)
+            for _ in range(2)]  # fmt: skip
+    half = len(runs[0]) // 2
+    assert any(m < 0 for m in runs[0][half:])  # the first process compiled
+    assert all(h > 0 for h in runs[1][:half]) and all(m == 0 for m in runs[1][half:])  # the second only loaded

@@ -54,8 +54,6 @@ def cmd_check(args) -> int:
 
 
 def cmd_train(args) -> int:
-    import numpy as np
-
     from . import compile
     from .runtime import optim
     from .runtime.data import load_dataset

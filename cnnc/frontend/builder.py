@@ -24,7 +24,7 @@ from typing import Any, Iterator
 from ..errors import CnncError, Loc, closest
 from ..graph import BATCH, Graph, Node, ParamSpec, TensorType
 from ..ops import REGISTRY, Op, ShapeError
-from ..ops.base import Attrs, BindError, fmt
+from ..ops.base import Attrs, BindError
 from . import ast
 from .loader import Module
 

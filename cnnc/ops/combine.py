@@ -6,7 +6,6 @@ from ..backend.cpu.kernel import FLAT_OUT, OUT, CpuKernel, In
 from ..backend.layout import physical_axis, physical_shape
 from .base import Attr, AttrError, Fusion, Op, ShapeError, TensorType, expect_float, integer, register
 from .templates import INPUT_NAMES, elementwise
-from ..graph import BATCH
 
 BROADCAST_SOURCE = """
 @njit(cache=True)

@@ -8,7 +8,7 @@ families); only the per-axis taps differ (`_nearest_axis`, `_bilinear_axis`).
 from __future__ import annotations
 
 from ..backend.cpu.kernel import OUT, CpuKernel, In
-from .base import Attr, AttrError, Fusion, Op, ShapeError, TensorType, boolean, expect_float, expect_rank, one_of, optional, positive_pair, register
+from .base import Attr, Fusion, Op, ShapeError, TensorType, boolean, expect_float, expect_rank, one_of, optional, positive_pair, register
 from .pool import LINEAR_MAP_SOURCE
 from ..graph import BATCH
 

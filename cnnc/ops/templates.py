@@ -7,7 +7,7 @@ compose such expressions into one loop.
 
 from __future__ import annotations
 
-from ..backend.cpu.kernel import FLAT_OUT, OUT, CpuKernel, In
+from ..backend.cpu.kernel import FLAT_OUT, CpuKernel, In
 
 INPUT_NAMES = tuple("abcdefgh")
 

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..errors import CnncError
-from ..graph import BATCH, Graph, TensorType
+from ..graph import Graph, TensorType
 from ..passes.autodiff import differentiate
 from . import weights
 from .init import initialize
@@ -77,8 +77,7 @@ class Model:
         return self
 
     # -- inputs -------------------------------------------------------------
-    def _check_inputs(self, args: tuple, kwargs: dict, graph: Graph | None = None) -> tuple[int, dict[str, np.ndarray]]:
-        graph = graph or self.graph
+    def _check_inputs(self, args: tuple, kwargs: dict) -> tuple[int, dict[str, np.ndarray]]:
         names = list(self.graph.inputs)
         if len(args) > len(names):
             raise CnncError(f"the network takes {len(names)} input(s) ({', '.join(names)}), got {len(args)}")

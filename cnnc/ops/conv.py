@@ -858,16 +858,21 @@ _GEOMETRY = (
 )
 
 
-@register
-class ConvGradInput(Op):
-    """dx of conv from dy: gather the covering output pixels, GEMM with the weight."""
+class _InputGrad(Op):
+    """An input gradient whose shape is given explicitly: [channels, height, width]."""
 
-    name = "conv_grad_input"
     internal = True
     attrs = (Attr("shape", int_list, doc="dx's [channels, height, width]"), *_GEOMETRY)
 
     def infer(self, a, dy):
         return TensorType((BATCH, *a.shape), dy.dtype)
+
+
+@register
+class ConvGradInput(_InputGrad):
+    """dx of conv from dy: gather the covering output pixels, GEMM with the weight."""
+
+    name = "conv_grad_input"
 
     def macs(self, a, out, dy):
         return dy.sample_elements() * (out.shape[1] // a.groups) * a.kernel[0] * a.kernel[1]
@@ -877,15 +882,10 @@ class ConvGradInput(Op):
 
 
 @register
-class ConvTransposeGradInput(Op):
+class ConvTransposeGradInput(_InputGrad):
     """dx of conv_transpose from dy: a conv of dy with the same weight."""
 
     name = "conv_transpose_grad_input"
-    internal = True
-    attrs = (Attr("shape", int_list, doc="dx's [channels, height, width]"), *_GEOMETRY)
-
-    def infer(self, a, dy):
-        return TensorType((BATCH, *a.shape), dy.dtype)
 
     def macs(self, a, out, dy):
         return out.sample_elements() * (dy.shape[1] // a.groups) * a.kernel[0] * a.kernel[1]

@@ -45,11 +45,47 @@ def _load_graph(args):
 def cmd_check(args) -> int:
     from .report import summary_data
 
+    from .explain import explain, peak_line
+
     graph = _load_graph(args)
+    if args.batch < 1:
+        raise CnncError("--batch must be at least 1")
     if args.json:
-        print(json.dumps(summary_data(graph), indent=2))
+        data = summary_data(graph)
+        data["planned_peak_bytes"] = {"batch": args.batch, "inference": explain(graph, False, args.batch)["peak_bytes"]["planned"]}
+        try:
+            data["planned_peak_bytes"]["training_step"] = explain(graph, True, args.batch)["peak_bytes"]["planned"]
+        except CnncError:
+            data["planned_peak_bytes"]["training_step"] = None
+        print(json.dumps(data, indent=2))
     else:
         print(graph.summary())
+        print(peak_line(graph, args.batch))
+    return 0
+
+
+def cmd_explain(args) -> int:
+    from .explain import explain, explain_text
+
+    if args.batch < 1:
+        raise CnncError("--batch must be at least 1")
+    report = explain(_load_graph(args), training=args.training, batch=args.batch, fuse=not args.no_fuse)
+    print(json.dumps(report, indent=2) if args.json else explain_text(report))
+    return 0
+
+
+def cmd_graph(args) -> int:
+    from . import drawing
+    from .explain import step_graph
+    from .passes.pipeline import optimize
+
+    graph = _load_graph(args)
+    if args.stage == "optimized":
+        graph = optimize(graph, training=False, fuse=not args.no_fuse)
+    elif args.stage == "training":
+        graph = optimize(step_graph(graph, True), training=True, fuse=not args.no_fuse)
+    path = drawing.write(graph, args.output, title=f"{graph.name} ({args.stage})")
+    print(f"wrote {path}")
     return 0
 
 
@@ -61,7 +97,7 @@ def cmd_train(args) -> int:
 
     if args.epochs < 1 or args.batch < 1:
         raise CnncError("--epochs and --batch must be at least 1")
-    net = compile(_load_graph(args), target=args.target, seed=args.seed)
+    net = compile(_load_graph(args), target=args.target, seed=args.seed, fuse=not args.no_fuse)
     image = net.graph.input_types()[next(iter(net.graph.inputs))].sample_shape
     data = load_dataset(args.dataset, image)
     if data.image_shape != image:
@@ -92,7 +128,7 @@ def cmd_run(args) -> int:
     from . import compile
     from .runtime.images import read_input
 
-    net = compile(_load_graph(args), target=args.target)
+    net = compile(_load_graph(args), target=args.target, fuse=not args.no_fuse)
     if args.weights:
         net.load(args.weights)
     net.eval()
@@ -116,19 +152,17 @@ def cmd_run(args) -> int:
 
 def cmd_emit(args) -> int:
     from .backend.cpu.kernel import module_source
-    from .passes.autodiff import differentiate
-    from .runtime.losses import with_loss
+    from .backend.cpu.lower import lower_group
+    from .explain import step_graph
+    from .passes.pipeline import optimize
 
-    graph = _load_graph(args)
-    if args.training:
-        graph, _, loss = with_loss(graph, "cross_entropy")
-        graph = differentiate(graph, loss)
+    graph = optimize(step_graph(_load_graph(args), args.training), training=args.training, fuse=not args.no_fuse)
     users: dict[str, list[str]] = {}
-    for node in graph.nodes():
-        if node.op.name == "input":
+    for group in graph.groups:
+        if group.kind == "view":
             continue
-        kernel = node.op.cpu(node.attrs, node.type, *(graph[i].type for i in node.inputs))
-        users.setdefault(module_source(kernel.source), []).append(f"{node.name} -> {kernel.entry}")
+        kernel = lower_group(graph, group).kernel
+        users.setdefault(module_source(kernel.source), []).append(f"{' + '.join(group.nodes)} -> {kernel.entry}")
     print(f"# {graph.name}: {sum(len(u) for u in users.values())} kernel calls, {len(users)} distinct kernel modules\n")
     for source, names in users.items():
         print("# " + "=" * 76)
@@ -144,13 +178,34 @@ def _add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--network", help="which network of the file (default: the last one)")
 
 
+def _add_no_fuse(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-fuse", action="store_true", help="run every node as its own kernel (to compare)")
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cnnc", description="Compile, check, train and benchmark convolutional networks written in .cnn files.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     check = commands.add_parser("check", help="infer every shape and print the layer table")
     _add_model_arguments(check)
     check.add_argument("--json", action="store_true", help="print the table as JSON")
+    check.add_argument("--batch", type=int, default=1, help="the batch size of the planned peak memory (default 1)")
     check.set_defaults(run=cmd_check)
+
+    explain = commands.add_parser("explain", help="list the fused groups, refused fusions, kernel counts and planned memory")
+    _add_model_arguments(explain)
+    explain.add_argument("--training", action="store_true", help="a training step (forward, loss and backward) instead of inference")
+    explain.add_argument("--batch", type=int, default=1)
+    explain.add_argument("--json", action="store_true", help="print the report as JSON")
+    _add_no_fuse(explain)
+    explain.set_defaults(run=cmd_explain)
+
+    graph = commands.add_parser("graph", help="draw the graph with Graphviz (.svg, .png, .pdf or .dot)")
+    _add_model_arguments(graph)
+    graph.add_argument("--stage", choices=("parsed", "optimized", "training"), default="optimized",
+                       help="as parsed, optimized for inference (fused groups as clusters), or the optimized training step")
+    graph.add_argument("-o", "--output", required=True, metavar="OUT", help="OUT.svg, OUT.png, OUT.pdf or OUT.dot")
+    _add_no_fuse(graph)
+    graph.set_defaults(run=cmd_graph)
 
     train = commands.add_parser("train", help="train a network on a data set and save its weights")
     _add_model_arguments(train)
@@ -166,6 +221,7 @@ def make_parser() -> argparse.ArgumentParser:
     train.add_argument("--limit-batches", type=int, default=None, metavar="N", help="at most N batches per epoch")
     train.add_argument("--out", metavar="WEIGHTS", help="where to save the weights (default NETWORK.npz)")
     train.add_argument("--target", default="cpu")
+    _add_no_fuse(train)
     train.set_defaults(run=cmd_train)
 
     run = commands.add_parser("run", help="run a network on an input (.npy or .png) and print the top classes")
@@ -174,11 +230,13 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--input", required=True, help="a .npy array ([C,H,W] or [N,C,H,W]) or a .png image")
     run.add_argument("--top", type=int, default=3)
     run.add_argument("--target", default="cpu")
+    _add_no_fuse(run)
     run.set_defaults(run=cmd_run)
 
     emit = commands.add_parser("emit", help="print the generated kernel source")
     _add_model_arguments(emit)
     emit.add_argument("--training", action="store_true", help="the training step's kernels (forward, loss and backward)")
+    _add_no_fuse(emit)
     emit.set_defaults(run=cmd_emit)
     return parser
 

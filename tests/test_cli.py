@@ -47,6 +47,57 @@ def test_check_set_hyperparameters(capsys):
     assert json.loads(capsys.readouterr().out)["outputs"]["logits"] == [3]
 
 
+def test_check_shows_the_planned_peak_memory(capsys):
+    assert main(["check", "resnet18_cifar", "--batch", "32"]) == 0
+    line = capsys.readouterr().out.splitlines()[-1]
+    assert line.startswith("planned peak activation memory at batch 32: inference ")
+    assert "training step" in line
+    assert main(["check", "resnet18_cifar", "--batch", "32", "--json"]) == 0
+    peak = json.loads(capsys.readouterr().out)["planned_peak_bytes"]
+    assert peak["batch"] == 32 and 0 < peak["inference"] < peak["training_step"]
+
+
+def test_explain_json_reports_kernels_memory_groups_and_refusals(capsys):
+    assert main(["explain", "resnet18_cifar", "--training", "--batch", "32", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["kernels"]["unfused"] >= 2 * report["kernels"]["fused"]
+    assert report["peak_bytes"]["planned"] <= 0.6 * report["peak_bytes"]["unplanned"]
+    assert {"name", "kind", "nodes", "outputs"} <= set(report["groups"][0])
+    assert report["mode"] == "training step" and report["batch"] == 32
+    assert main(["explain", "resnet18_cifar", "--json", "--no-fuse"]) == 0
+    unfused = json.loads(capsys.readouterr().out)
+    assert unfused["kernels"]["fused"] == unfused["kernels"]["unfused"] and unfused["groups"] == []
+
+
+def test_explain_text_names_groups_and_refusals(capsys, tmp_path):
+    model = tmp_path / "m.cnn"
+    model.write_text(
+        "network m {\n    input x: [4, 8, 8]\n    a = conv(4, kernel=3, pad=1) -> relu\n"
+        "    p = a -> maxpool(3, stride=1, pad=1)\n    output y = a + p\n}\n"
+    )
+    assert main(["explain", str(model)]) == 0
+    out = capsys.readouterr().out
+    assert "kernels: 4 unfused -> 3 fused" in out
+    assert "epilogue" in out and "conv + relu" in out
+    assert "refused fusions (1):" in out and "cycle" in out
+
+
+def test_graph_writes_dot_with_fused_clusters(tmp_path, capsys):
+    out = tmp_path / "g.dot"
+    assert main(["graph", "resnet18_cifar", "-o", str(out)]) == 0
+    text = out.read_text()
+    assert text.startswith("digraph") and "cluster_" in text and "epilogue: layer1.0.conv2" in text
+    assert main(["graph", "lenet", "--stage", "training", "-o", str(out)]) == 0
+    assert "conv_grad_weight" in out.read_text()
+    assert main(["graph", "lenet", "--stage", "parsed", "-o", str(out)]) == 0
+    assert "cluster_" not in out.read_text()
+
+
+def test_graph_with_an_unknown_suffix_is_a_clear_error(tmp_path, capsys):
+    assert main(["graph", "lenet", "-o", str(tmp_path / "g.jpeg")]) == 2
+    assert ".svg" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "text, value",
     [("n=3", 3), ("x=0.5", 0.5), ("b=true", True), ("s=bilinear", "bilinear"), ('s="a b"', "a b"), ("l=[1, 2]", [1, 2])],

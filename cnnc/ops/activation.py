@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..backend.cpu.kernel import OUT, CpuKernel, In
-from .base import Attr, AttrError, Fusion, Op, ShapeError, TensorType, expect_float, integer, number, register
+from .base import Attr, AttrError, Expr, Fusion, Op, ShapeError, TensorType, expect_float, integer, number, register
 from .templates import elementwise
 
 
@@ -26,6 +26,9 @@ class _Elementwise(Op):
         expect_float(self.name, x)
         return x
 
+    def expression(self, a, out, x):
+        return Expr(self.expr, tuple(self.scalars(a).items()))
+
     def cpu(self, a, out, x):
         return elementwise(self.name, self.expr, 1, **self.scalars(a))
 
@@ -44,6 +47,10 @@ class _ElementwiseGrad(Op):
 
     def infer(self, a, dy, v):
         return dy
+
+    def expression(self, a, out, dy, v):
+        fwd = self.forward()
+        return Expr(fwd.grad_expr, tuple(fwd.scalars(a).items()))
 
     def cpu(self, a, out, dy, v):
         fwd = self.forward()

@@ -23,8 +23,25 @@ class Fusion(enum.Enum):
     BROADCAST = "broadcast"  # elementwise with broadcasting of inputs
     INJECTIVE = "injective"  # each output element reads one input element (reshape, concat)
     REDUCTION = "reduction"  # pooling, softmax, losses, statistics
-    OUT_ELEMWISE_FUSABLE = "out-elementwise-fusable"  # conv, dense: an epilogue may fuse
+    # conv, dense, their input gradients: an elementwise epilogue may fuse (their kernels
+    # take an `epilogue` chain and run it on each tile they write)
+    OUT_ELEMWISE_FUSABLE = "out-elementwise-fusable"
     OPAQUE = "opaque"
+
+
+@dataclass(frozen=True)
+class Expr:
+    """An elementwise op as one expression, so that a fused loop can compose it with others.
+
+    `code` reads the op's inputs as `a`, `b`, ... (one element each), a per-channel
+    parameter as `P_<local name>` (the element's channel), and names from `scalars`,
+    which are substituted as literals. It must be valid in every backend's kernels:
+    plain arithmetic, comparisons, conditional expressions and `math` functions.
+    """
+
+    code: str
+    scalars: tuple[tuple[str, float], ...] = ()
+    params: tuple[str, ...] = ()
 
 
 class ShapeError(Exception):
@@ -215,6 +232,10 @@ class Op:
         from ..errors import CnncError
 
         raise CnncError(f"{self.name} cannot be differentiated", g.node.loc)
+
+    def expression(self, a: Attrs, out: TensorType, *xs: TensorType) -> Expr | None:
+        """This op as an elementwise expression (for fused loops), or None when it is not one."""
+        return None
 
     def cpu(self, a: Attrs, out: TensorType, *xs: TensorType):
         """The CPU kernel (a cnnc.backend.cpu.kernel.CpuKernel) computing this op on physical buffers."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..backend.cpu.kernel import FLAT_OUT, OUT, CpuKernel, In
 from ..backend.layout import physical_axis, physical_shape
-from .base import Attr, AttrError, Fusion, Op, ShapeError, TensorType, expect_float, integer, register
+from .base import Attr, AttrError, Expr, Fusion, Op, ShapeError, TensorType, expect_float, integer, register
 from .templates import INPUT_NAMES, elementwise
 
 BROADCAST_SOURCE = """
@@ -70,6 +70,11 @@ class _Broadcasting(Op):
         for x in xs:
             expect_float(self.name, x)
         return broadcast(self.name, xs)
+
+    def expression(self, a, out, *xs):
+        if all(x.shape == out.shape for x in xs) and len(xs) <= len(INPUT_NAMES):
+            return Expr(f" {self.symbol} ".join(INPUT_NAMES[: len(xs)]))
+        return None
 
     def cpu(self, a, out, *xs):
         if all(x.shape == out.shape for x in xs) and len(xs) <= len(INPUT_NAMES):

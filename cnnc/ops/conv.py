@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..backend.chain import bias_chain
+from ..backend.cpu.fused import hosting
 from ..backend.cpu.kernel import OUT, CpuKernel, In, Param, Scratch
 from .base import (
     Attr,
@@ -170,17 +172,10 @@ def _gemm_weight(weight, wm, groups, u):
 
 
 @njit(cache=True)
-def _add_bias(of, bias, r0, rows, C):
-    for r in range(r0, r0 + rows):
-        b = np.uint64(r * C)
-        for c in range(C):
-            of[b + np.uint64(c)] += bias[c]
-
-
-@njit(cache=True)
-def _forward_tile(x, wm, bias, out, col, one_zero, has_bias, r0, rows, KH, KW, sh, sw, pt, pl, dh, dw, groups, plain):
+def _forward_tile(x, wm, e, out, col, one_zero, r0, rows, KH, KW, sh, sw, pt, pl, dh, dw, groups, plain):
     # Output rows r0 .. r0+rows (pixels across the batch): im2col into `col`, GEMM into the
-    # output rows (each group's channel slice in place), then the bias while they are in cache.
+    # output rows (each group's channel slice in place), then the epilogue (the bias, and
+    # whatever the fusion pass put there) while they are in cache.
     N, H, W, C = x.shape
     OH, OW, Cout = out.shape[1], out.shape[2], out.shape[3]
     cg = C // groups
@@ -194,12 +189,11 @@ def _forward_tile(x, wm, bias, out, col, one_zero, has_bias, r0, rows, KH, KW, s
         for g in range(groups):
             _im2col(xf, col, r0, rows, H, W, C, OH, OW, KH, KW, sh, sw, pt, pl, dh, dw, g * cg, cg)
             _gemm(False, rows, og, K, col, 0, K, wm, g * K * og, og, of, r0 * Cout + g * og, Cout, one_zero, False)
-    if has_bias:
-        _add_bias(of, bias, r0, rows, Cout)
+    _epilogue(of, r0 * Cout, (r0 + rows) * Cout, Cout, e)
 
 
 @njit(parallel=True, cache=True)
-def conv_forward(x, weight, bias, out, scratch, has_bias, sh, sw, pt, pl, dh, dw, groups, tile, nslots):
+def conv_forward(x, weight, out, scratch, e, sh, sw, pt, pl, dh, dw, groups, tile, nslots):
     # out[n, oh, ow, co] = bias[co] + sum x[n, oh*sh - pt + kh*dh, ow*sw - pl + kw*dw, g*cg + ci] * weight[co, ci, kh, kw]
     N, H, W, C = x.shape
     OH, OW = out.shape[1], out.shape[2]
@@ -219,7 +213,7 @@ def conv_forward(x, weight, bias, out, scratch, has_bias, sh, sw, pt, pl, dh, dw
     for t in prange((total + rt - 1) // rt):
         base = wsize + get_thread_id() * per
         r0 = t * rt
-        _forward_tile(x, wm, bias, out, scratch[base : base + per], one_zero, has_bias, r0, min(rt, total - r0),
+        _forward_tile(x, wm, e, out, scratch[base : base + per], one_zero, r0, min(rt, total - r0),
                       KH, KW, sh, sw, pt, pl, dh, dw, groups, plain)
 
 
@@ -274,7 +268,7 @@ def _phase_weight(weight, wm, nkh, khs, nkw, kws, woff, sw, groups, co):
 
 
 @njit(cache=True)
-def _grad_input_tile(dy, wm, bias, dx, work, one_zero, has_bias, ph, pw, r0, rows, tile, na, kh_list, nb, kw_list,
+def _grad_input_tile(dy, wm, e, dx, work, one_zero, ph, pw, r0, rows, tile, na, kh_list, nb, kw_list,
                      kmax, sh, sw, pt, pl, dh, dw, groups):
     # Rows r0 .. r0+rows of phase (ph, pw), whose pixels are (n, ph + sh*i, pw + sw*j): gather
     # the dy of the taps that reach them, GEMM with the phase's weight matrix, store.
@@ -329,22 +323,21 @@ def _grad_input_tile(dy, wm, bias, dx, work, one_zero, has_bias, ph, pw, r0, row
                 src = np.uint64(r * cg)
                 for ci in range(cg):
                     dxf[dst + np.uint64(ci)] = ot[src + np.uint64(ci)]
-    if has_bias:
-        if inplace:
-            _add_bias(dxf, bias, r0, rows, C)
-        else:
-            for r in range(rows):
-                p = r0 + r
-                n = p // (qh * qw)
-                q = p - n * qh * qw
-                i = q // qw
-                dst = np.uint64(((n * H + ph + sh * i) * W + pw + sw * (q - i * qw)) * C)
-                for c in range(C):
-                    dxf[dst + np.uint64(c)] += bias[c]
+    # The epilogue on the rows just written: one run at stride 1, a pixel at a time otherwise.
+    if inplace:
+        _epilogue(dxf, r0 * C, (r0 + rows) * C, C, e)
+    else:
+        for r in range(rows):
+            p = r0 + r
+            n = p // (qh * qw)
+            q = p - n * qh * qw
+            i = q // qw
+            dst = ((n * H + ph + sh * i) * W + pw + sw * (q - i * qw)) * C
+            _epilogue(dxf, dst, dst + C, C, e)
 
 
 @njit(parallel=True, cache=True)
-def conv_grad_input(dy, weight, bias, dx, scratch, has_bias, sh, sw, pt, pl, dh, dw, groups, tile, nslots):
+def conv_grad_input(dy, weight, dx, scratch, e, sh, sw, pt, pl, dh, dw, groups, tile, nslots):
     # dx[n, ih, iw, g*cg + ci] = bias + sum dy[n, oh, ow, co] * weight[co, ci, kh, kw] over the
     # (oh, ow, kh, kw) with oh*sh - pt + kh*dh = ih and ow*sw - pl + kw*dw = iw.
     # Gather formulation: each input pixel collects the dy rows of the output pixels whose
@@ -374,7 +367,7 @@ def conv_grad_input(dy, weight, bias, dx, scratch, has_bias, sh, sw, pt, pl, dh,
         pw = f - ph * sw
         r0 = (t - tstart[f]) * rt
         rows = min(rt, N * ((H - ph + sh - 1) // sh) * ((W - pw + sw - 1) // sw) - r0)
-        _grad_input_tile(dy, wm[woff[f] : woff[f + 1]], bias, dx, scratch[base : base + per], one_zero, has_bias,
+        _grad_input_tile(dy, wm[woff[f] : woff[f + 1]], e, dx, scratch[base : base + per], one_zero,
                          ph, pw, r0, rows, tile, nkh[ph], khs[ph], nkw[pw], kws[pw], kmax, sh, sw, pt, pl, dh, dw, groups)
 
 
@@ -464,7 +457,7 @@ def _direct_weight(weight, wm):
 
 
 @njit(cache=True)
-def _direct_forward_tile(x, wm, bias, out, has_bias, p0, p1, KH, KW, sh, sw, pt, pl, dh, dw, groups):
+def _direct_forward_tile(x, wm, e, out, p0, p1, KH, KW, sh, sw, pt, pl, dh, dw, groups):
     N, H, W, C = x.shape
     OH, OW, Cout = out.shape[1], out.shape[2], out.shape[3]
     cg = C // groups
@@ -479,7 +472,7 @@ def _direct_forward_tile(x, wm, bias, out, has_bias, p0, p1, KH, KW, sh, sw, pt,
         ow = q - oh * OW
         ob = np.uint64(p * Cout)
         for c in range(Cout):
-            of[ob + np.uint64(c)] = bias[c] if has_bias else 0.0
+            of[ob + np.uint64(c)] = 0.0
         for kh in range(KH):
             ih = oh * sh - pt + kh * dh
             if ih < 0 or ih >= H:
@@ -501,22 +494,23 @@ def _direct_forward_tile(x, wm, bias, out, has_bias, p0, p1, KH, KW, sh, sw, pt,
                             for ci in range(cg):
                                 s += xf[xb + np.uint64(g * cg + ci)] * wm[tb + np.uint64(co * cg + ci)]
                             of[ob + np.uint64(co)] += s
+    _epilogue(of, p0 * Cout, p1 * Cout, Cout, e)
 
 
 @njit(parallel=True, cache=True)
-def direct_forward(x, weight, bias, out, scratch, has_bias, sh, sw, pt, pl, dh, dw, groups, tile, nslots):
+def direct_forward(x, weight, out, scratch, e, sh, sw, pt, pl, dh, dw, groups, tile, nslots):
     # conv_forward for groups of few channels (depthwise): per output pixel, a loop over the
     # taps, vectorized over the channels; a GEMM of a few columns per group would waste its tile.
     wm = scratch[: weight.size]
     _direct_weight(weight, wm)
     total = out.shape[0] * out.shape[1] * out.shape[2]
     for t in prange((total + tile - 1) // tile):
-        _direct_forward_tile(x, wm, bias, out, has_bias, t * tile, min(total, (t + 1) * tile),
+        _direct_forward_tile(x, wm, e, out, t * tile, min(total, (t + 1) * tile),
                              weight.shape[2], weight.shape[3], sh, sw, pt, pl, dh, dw, groups)
 
 
 @njit(cache=True)
-def _direct_grad_input_tile(dy, wm, bias, dx, has_bias, p0, p1, KH, KW, sh, sw, pt, pl, dh, dw, groups):
+def _direct_grad_input_tile(dy, wm, e, dx, p0, p1, KH, KW, sh, sw, pt, pl, dh, dw, groups):
     N, OH, OW, Cout = dy.shape
     H, W, C = dx.shape[1], dx.shape[2], dx.shape[3]
     cg = C // groups
@@ -531,7 +525,7 @@ def _direct_grad_input_tile(dy, wm, bias, dx, has_bias, p0, p1, KH, KW, sh, sw, 
         iw = q - ih * W
         db = np.uint64(p * C)
         for c in range(C):
-            dxf[db + np.uint64(c)] = bias[c] if has_bias else 0.0
+            dxf[db + np.uint64(c)] = 0.0
         for kh in range(KH):
             th = ih + pt - kh * dh
             if th < 0 or th % sh != 0 or th // sh >= OH:
@@ -555,17 +549,18 @@ def _direct_grad_input_tile(dy, wm, bias, dx, has_bias, p0, p1, KH, KW, sh, sw, 
                                 co = g * og + j
                                 s += dyf[yb + np.uint64(co)] * wm[tb + np.uint64(co * cg + ci)]
                             dxf[db + np.uint64(g * cg + ci)] += s
+    _epilogue(dxf, p0 * C, p1 * C, C, e)
 
 
 @njit(parallel=True, cache=True)
-def direct_grad_input(dy, weight, bias, dx, scratch, has_bias, sh, sw, pt, pl, dh, dw, groups, tile, nslots):
+def direct_grad_input(dy, weight, dx, scratch, e, sh, sw, pt, pl, dh, dw, groups, tile, nslots):
     # conv_grad_input for groups of few channels: per input pixel, a loop over the taps that
     # reach it (those whose offset is a multiple of the stride), vectorized over the channels.
     wm = scratch[: weight.size]
     _direct_weight(weight, wm)
     total = dx.shape[0] * dx.shape[1] * dx.shape[2]
     for t in prange((total + tile - 1) // tile):
-        _direct_grad_input_tile(dy, wm, bias, dx, has_bias, t * tile, min(total, (t + 1) * tile),
+        _direct_grad_input_tile(dy, wm, e, dx, t * tile, min(total, (t + 1) * tile),
                                 weight.shape[2], weight.shape[3], sh, sw, pt, pl, dh, dw, groups)
 
 
@@ -653,12 +648,9 @@ def _direct(cg: int, og: int) -> bool:
     return cg * og <= 4
 
 
-def forward_kernel(cin: int, cout: int, kernel, stride, pads, dilation, groups: int, bias) -> CpuKernel:
+def forward_kernel(cin: int, cout: int, kernel, stride, pads, dilation, groups: int, epilogue) -> CpuKernel:
     """conv_forward from input 0 (`cin` channels) with `weight` into `cout` channels: conv,
-    and conv_transpose's input gradient.
-
-    `bias` is Param("bias"), or None (a 1-D placeholder keeps one compiled signature).
-    """
+    and conv_transpose's input gradient. `epilogue` (a Chain or None) runs on each tile."""
     cg, og = cin // groups, cout // groups
     k = kernel[0] * kernel[1] * cg
     tile = _tile(k)
@@ -667,15 +659,13 @@ def forward_kernel(cin: int, cout: int, kernel, stride, pads, dilation, groups: 
         entry, size, tile = "direct_forward", cout * k, DIRECT_TILE
     else:
         entry, size = "conv_forward", cout * k + slots * tile * k
-    return CpuKernel(
-        CONV_SOURCE,
-        entry,
-        (In(0), Param("weight"), bias or In(0, flat=True), OUT, Scratch((size,)), bias is not None,
-         *_geometry(stride, pads, dilation, groups), tile, slots),
+    return hosting(
+        CONV_SOURCE, entry, epilogue,
+        (In(0), Param("weight"), OUT, Scratch((size,))), (*_geometry(stride, pads, dilation, groups), tile, slots),
     )
 
 
-def grad_input_kernel(cin: int, cout: int, kernel, stride, pads, dilation, groups: int, bias) -> CpuKernel:
+def grad_input_kernel(cin: int, cout: int, kernel, stride, pads, dilation, groups: int, epilogue) -> CpuKernel:
     """conv_grad_input from input 0 (dy, `cout` channels) with `weight` into `cin` channels:
     conv's input gradient, and conv_transpose's forward."""
     cg, og = cin // groups, cout // groups
@@ -687,11 +677,9 @@ def grad_input_kernel(cin: int, cout: int, kernel, stride, pads, dilation, group
         entry, size, tile = "direct_grad_input", wsize, DIRECT_TILE
     else:
         entry, size = "conv_grad_input", wsize + slots * tile * (kmax + cg)
-    return CpuKernel(
-        CONV_SOURCE,
-        entry,
-        (In(0), Param("weight"), bias or In(0, flat=True), OUT, Scratch((size,)), bias is not None,
-         *_geometry(stride, pads, dilation, groups), tile, slots),
+    return hosting(
+        CONV_SOURCE, entry, epilogue,
+        (In(0), Param("weight"), OUT, Scratch((size,))), (*_geometry(stride, pads, dilation, groups), tile, slots),
     )
 
 
@@ -759,10 +747,10 @@ class Conv(Op):
 
     pads = staticmethod(conv_pads)
 
-    def cpu(self, a, out, x):
+    def cpu(self, a, out, x, epilogue=None):
         pt, _, pl, _ = conv_pads(a)
-        bias = Param("bias") if a.bias else None
-        return forward_kernel(x.shape[1], a.channels, a.kernel, a.stride, (pt, pl), a.dilation, a.groups, bias)
+        epilogue = epilogue or (bias_chain() if a.bias else None)
+        return forward_kernel(x.shape[1], a.channels, a.kernel, a.stride, (pt, pl), a.dilation, a.groups, epilogue)
 
     def grad(self, g, dy):
         a = g.node.attrs
@@ -827,10 +815,10 @@ class ConvTranspose(Op):
     def macs(self, a, out, x):
         return x.sample_elements() * (a.channels // a.groups) * a.kernel[0] * a.kernel[1]
 
-    def cpu(self, a, out, x):
+    def cpu(self, a, out, x, epilogue=None):
         # The forward of conv_transpose is the input gradient of the conv it transposes.
-        bias = Param("bias") if a.bias else None
-        return grad_input_kernel(a.channels, x.shape[1], a.kernel, a.stride, a.pad, a.dilation, a.groups, bias)
+        epilogue = epilogue or (bias_chain() if a.bias else None)
+        return grad_input_kernel(a.channels, x.shape[1], a.kernel, a.stride, a.pad, a.dilation, a.groups, epilogue)
 
     def grad(self, g, dy):
         a = g.node.attrs
@@ -862,6 +850,7 @@ class _InputGrad(Op):
     """An input gradient whose shape is given explicitly: [channels, height, width]."""
 
     internal = True
+    fusion = Fusion.OUT_ELEMWISE_FUSABLE
     attrs = (Attr("shape", int_list, doc="dx's [channels, height, width]"), *_GEOMETRY)
 
     def infer(self, a, dy):
@@ -877,8 +866,8 @@ class ConvGradInput(_InputGrad):
     def macs(self, a, out, dy):
         return dy.sample_elements() * (out.shape[1] // a.groups) * a.kernel[0] * a.kernel[1]
 
-    def cpu(self, a, out, dy):
-        return grad_input_kernel(out.shape[1], dy.shape[1], a.kernel, a.stride, a.pads, a.dilation, a.groups, None)
+    def cpu(self, a, out, dy, epilogue=None):
+        return grad_input_kernel(out.shape[1], dy.shape[1], a.kernel, a.stride, a.pads, a.dilation, a.groups, epilogue)
 
 
 @register
@@ -890,8 +879,8 @@ class ConvTransposeGradInput(_InputGrad):
     def macs(self, a, out, dy):
         return out.sample_elements() * (dy.shape[1] // a.groups) * a.kernel[0] * a.kernel[1]
 
-    def cpu(self, a, out, dy):
-        return forward_kernel(dy.shape[1], out.shape[1], a.kernel, a.stride, a.pads, a.dilation, a.groups, None)
+    def cpu(self, a, out, dy, epilogue=None):
+        return forward_kernel(dy.shape[1], out.shape[1], a.kernel, a.stride, a.pads, a.dilation, a.groups, epilogue)
 
 
 @register

@@ -2,27 +2,41 @@
 
 from __future__ import annotations
 
-from ..backend.cpu.kernel import OUT, CpuKernel, In, Param
+from ..backend.chain import bias_chain
+from ..backend.cpu.fused import hosting
+from ..backend.cpu.kernel import OUT, CpuKernel, In, Param, Value
 from .base import Attr, Fusion, Op, ShapeError, TensorType, boolean, expect_float, param, positive_int, register
 from ..graph import BATCH
 
+# dense and dense_grad_input end with the epilogue (the bias, and what the fusion pass adds).
 DENSE_SOURCE = """
 @njit(cache=True)
-def dense(x, weight, bias, out, has_bias):
+def dense(x, weight, out, e):
     np.dot(x, weight.T, out)
-    if has_bias:
-        for i in range(out.shape[0]):
-            out[i] += bias
+    _epilogue(out.reshape(out.size), 0, out.size, out.shape[1], e)
 
 
 @njit(cache=True)
-def dense_grad_input(dy, weight, dx):
+def dense_grad_input(dy, weight, dx, e):
     np.dot(dy, weight, dx)
+    _epilogue(dx.reshape(dx.size), 0, dx.size, dx.shape[1], e)
 
 
 @njit(cache=True)
 def dense_grad_weight(x, dy, dw):
     np.dot(dy.T, x, dw)
+
+
+@njit(cache=True)
+def dense_grad_params(x, dy, dw, db):
+    # The weight and bias gradients of one layer in one kernel: dy is read once more, while cached.
+    np.dot(dy.T, x, dw)
+    acc = np.zeros(dy.shape[1], np.float64)
+    for r in range(dy.shape[0]):
+        for j in range(dy.shape[1]):
+            acc[j] += dy[r, j]
+    for j in range(dy.shape[1]):
+        db[j] = acc[j]
 """
 
 
@@ -51,9 +65,9 @@ class Dense(Op):
     def macs(self, a, out, x):
         return x.shape[1] * a.units
 
-    def cpu(self, a, out, x):
-        bias = Param("bias") if a.bias else Param("weight")  # unused without a bias
-        return CpuKernel(DENSE_SOURCE, "dense", (In(0), Param("weight"), bias, OUT, a.bias))
+    def cpu(self, a, out, x, epilogue=None):
+        epilogue = epilogue or (bias_chain() if a.bias else None)
+        return hosting(DENSE_SOURCE, "dense", epilogue, (In(0), Param("weight"), OUT), ())
 
     def grad(self, g, dy):
         if g.needs_input_grad(0):
@@ -71,13 +85,14 @@ class DenseGradInput(Op):
 
     name = "dense_grad_input"
     internal = True
+    fusion = Fusion.OUT_ELEMWISE_FUSABLE
     attrs = (Attr("features", int),)
 
     def infer(self, a, dy):
         return TensorType((BATCH, a.features), dy.dtype)
 
-    def cpu(self, a, out, dy):
-        return CpuKernel(DENSE_SOURCE, "dense_grad_input", (In(0), Param("weight"), OUT))
+    def cpu(self, a, out, dy, epilogue=None):
+        return hosting(DENSE_SOURCE, "dense_grad_input", epilogue, (In(0), Param("weight"), OUT), ())
 
 
 @register
@@ -93,6 +108,11 @@ class DenseGradWeight(Op):
 
     def cpu(self, a, out, x, dy):
         return CpuKernel(DENSE_SOURCE, "dense_grad_weight", (In(0), In(1), OUT))
+
+
+def dense_grad_params_kernel(weight_grad, bias_grad) -> CpuKernel:
+    """dense_grad_weight and bias_grad (nodes) of the same dy as one kernel."""
+    return CpuKernel(DENSE_SOURCE, "dense_grad_params", (In(0), In(1), OUT, Value(bias_grad.name, flat=False)))
 
 
 # Serial on purpose: a memory-bound pass that costs little next to the GEMMs around it,

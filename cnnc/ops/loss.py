@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..backend.cpu.kernel import OUT, CpuKernel, In
+from ..backend.cpu.kernel import OUT, CpuKernel, In, Value
 from .base import Attr, Fusion, Op, ShapeError, TensorType, expect_float, integer, optional, register
 
 SCALAR = TensorType((), "float32")
@@ -30,22 +30,8 @@ def _labelled(t, ignore):
 
 
 @njit(parallel=True, cache=True)
-def cross_entropy(logits, labels, out, ignore):
-    c = logits.shape[-1]
-    rows = logits.size // c
-    x = logits.reshape(rows, c)
-    t = labels.reshape(-1)
-    losses = np.zeros(rows)
-    for r in prange(rows):
-        if t[r] != ignore:
-            m, s = _max_and_sum_exp(x, r, c)
-            losses[r] = math.log(s) + m - x[r, t[r]]
-    count = _labelled(t, ignore)
-    out[0] = losses.sum() / count if count else np.nan
-
-
-@njit(parallel=True, cache=True)
-def cross_entropy_grad(logits, labels, dy, dx, ignore):
+def cross_entropy_with_grad(logits, labels, dy, out, dx, ignore, want_loss, want_grad):
+    # The loss and (scaled by dy) its gradient in one pass: each row's softmax is computed once.
     c = logits.shape[-1]
     rows = logits.size // c
     x = logits.reshape(rows, c)
@@ -53,14 +39,31 @@ def cross_entropy_grad(logits, labels, dy, dx, ignore):
     t = labels.reshape(-1)
     count = _labelled(t, ignore)
     scale = dy[0] / count if count else 0.0
+    losses = np.zeros(rows)
     for r in prange(rows):
         if t[r] == ignore:
-            g[r, :] = 0.0
+            if want_grad:
+                g[r, :] = 0.0
             continue
         m, s = _max_and_sum_exp(x, r, c)
-        for j in range(c):
-            g[r, j] = math.exp(x[r, j] - m) / s * scale
-        g[r, t[r]] -= scale
+        if want_loss:
+            losses[r] = math.log(s) + m - x[r, t[r]]
+        if want_grad:
+            for j in range(c):
+                g[r, j] = math.exp(x[r, j] - m) / s * scale
+            g[r, t[r]] -= scale
+    if want_loss:
+        out[0] = losses.sum() / count if count else np.nan
+
+
+@njit(cache=True)
+def cross_entropy(logits, labels, out, ignore):
+    cross_entropy_with_grad(logits, labels, out, out, logits, ignore, True, False)
+
+
+@njit(cache=True)
+def cross_entropy_grad(logits, labels, dy, dx, ignore):
+    cross_entropy_with_grad(logits, labels, dy, dy, dx, ignore, False, True)
 
 
 @njit(parallel=True, cache=True)
@@ -130,6 +133,16 @@ class CrossEntropy(Op):
 
     def grad(self, g, dy):
         g.input_grad(0, g.apply("cross_entropy_grad", [g.node.inputs[0], g.node.inputs[1], dy], ignore=g.node.attrs["ignore"]))
+
+
+def cross_entropy_with_grad_kernel(loss, grad) -> CpuKernel:
+    """cross_entropy and cross_entropy_grad (nodes) of the same logits and labels as one kernel."""
+    return CpuKernel(
+        LOSS_SOURCE,
+        "cross_entropy_with_grad",
+        (In(0), In(1), Value(grad.inputs[2], flat=False), Value(loss.name, flat=False), Value(grad.name, flat=False),
+         _ignore(loss.attrs), True, True),
+    )
 
 
 def _ignore(a) -> int:

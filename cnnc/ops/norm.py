@@ -8,8 +8,8 @@ inputs instead of keeping state between kernels.
 
 from __future__ import annotations
 
-from ..backend.cpu.kernel import FLAT_OUT, RNG, TRAINING, CpuKernel, In, Param
-from .base import Attr, Fusion, Op, ShapeError, TensorType, boolean, expect_float, param, positive_number, probability, register
+from ..backend.cpu.kernel import FLAT_OUT, RNG, TRAINING, CpuKernel, In, NodeParam, Param, Value
+from .base import Attr, Expr, Fusion, Op, ShapeError, TensorType, boolean, expect_float, param, positive_number, probability, register
 
 # Buffers are [rows, C] with channels last for both [N, C] and NHWC [N, H, W, C],
 # so every kernel takes flat views and the channel count: one compile per dtype.
@@ -76,10 +76,11 @@ def _total(part):
 
 
 @njit(parallel=True, cache=True)
-def batchnorm(x, weight, bias, running_mean, running_var, training, out, c, eps, momentum, affine):
+def _batch_constants(x, weight, bias, running_mean, running_var, training, c, eps, momentum, affine):
+    # Per-channel (mean, scale, shift) in x's dtype, so that y = (x - mean) * scale + shift:
+    # from the batch statistics in training (updating the running averages), else the running ones.
     rows = x.size // c
     xr = x.reshape((rows, c))
-    orr = out.reshape((rows, c))
     mean = np.empty(c, np.float64)
     var = np.empty(c, np.float64)
     if training[0]:
@@ -102,7 +103,6 @@ def batchnorm(x, weight, bias, running_mean, running_var, training, out, c, eps,
         for j in range(c):
             mean[j] = running_mean[j]
             var[j] = running_var[j]
-    # y = (x - mean) * scale + bias, with per-channel constants in the buffer's dtype.
     m = np.empty(c, x.dtype)
     s = np.empty(c, x.dtype)
     b = np.empty(c, x.dtype)
@@ -111,55 +111,25 @@ def batchnorm(x, weight, bias, running_mean, running_var, training, out, c, eps,
         m[j] = mean[j]
         s[j] = w / math.sqrt(var[j] + eps)
         b[j] = bias[j] if affine else 0.0
+    return m, s, b
+
+
+@njit(parallel=True, cache=True)
+def batchnorm(x, weight, bias, running_mean, running_var, training, out, c, eps, momentum, affine):
+    m, s, b = _batch_constants(x, weight, bias, running_mean, running_var, training, c, eps, momentum, affine)
+    rows = x.size // c
+    xr = x.reshape((rows, c))
+    orr = out.reshape((rows, c))
     for r in prange(rows):
         for j in range(c):
             orr[r, j] = (xr[r, j] - m[j]) * s[j] + b[j]
 
 
 @njit(parallel=True, cache=True)
-def batchnorm_grad_input(x, dy, weight, running_mean, running_var, training, dx, c, eps, affine):
-    rows = dy.size // c
-    xr = x.reshape((rows, c))
-    dyr = dy.reshape((rows, c))
-    dxr = dx.reshape((rows, c))
-    a = np.empty(c, dx.dtype)
-    if not training[0]:  # the statistics are constants: dx = dy * w / sqrt(running_var + eps)
-        for j in range(c):
-            w = np.float64(weight[j]) if affine else 1.0
-            a[j] = w / math.sqrt(np.float64(running_var[j]) + eps)
-        for r in prange(rows):
-            for j in range(c):
-                dxr[r, j] = dyr[r, j] * a[j]
-        return
-    # Through the batch statistics, with inv = 1 / sqrt(var + eps):
-    # dx = w * inv * (dy - mean(dy) - (x - mean) * inv^2 * mean(dy * (x - mean)))
-    shift = _first_row(xr)
-    chunks = _chunks(rows)
-    part = np.zeros((chunks, 4, c), np.float64)
-    for t in prange(chunks):
-        _sum_xdy(xr, dyr, shift, part[t], t * rows // chunks, (t + 1) * rows // chunks)
-    sums = _total(part)
-    m = np.empty(c, dx.dtype)
-    k = np.empty(c, dx.dtype)
-    b = np.empty(c, dx.dtype)
-    for j in range(c):
-        d = sums[0, j] / rows
-        inv = 1.0 / math.sqrt(max(sums[1, j] / rows - d * d, 0.0) + eps)
-        w = np.float64(weight[j]) if affine else 1.0
-        dy_mean = sums[2, j] / rows
-        dyxc_mean = sums[3, j] / rows - d * dy_mean  # mean(dy * (x - mean))
-        m[j] = shift[j] + d
-        a[j] = w * inv
-        k[j] = -w * inv * inv * inv * dyxc_mean
-        b[j] = -w * inv * dy_mean
-    for r in prange(rows):
-        for j in range(c):
-            dxr[r, j] = dyr[r, j] * a[j] + (xr[r, j] - m[j]) * k[j] + b[j]
-
-
-@njit(parallel=True, cache=True)
-def batchnorm_grad_weight(x, dy, running_mean, running_var, training, dw, c, eps):
-    # dw = sum(dy * x_hat), x_hat from the batch statistics (training) or the running ones (eval).
+def batchnorm_grads(x, dy, weight, running_mean, running_var, training, dx, dw, db, c, eps, affine, want_dx, want_dw, want_db):
+    # The input, weight and bias gradients (those wanted) from one pass of sums. In training, with
+    # inv = 1 / sqrt(var + eps): dx = w * inv * (dy - mean(dy) - (x - mean) * inv^2 * mean(dy * (x - mean)));
+    # in eval mode the statistics are constants and dx = dy * w * inv.
     rows = dy.size // c
     xr = x.reshape((rows, c))
     dyr = dy.reshape((rows, c))
@@ -175,13 +145,51 @@ def batchnorm_grad_weight(x, dy, running_mean, running_var, training, dw, c, eps
     for t in prange(chunks):
         _sum_xdy(xr, dyr, shift, part[t], t * rows // chunks, (t + 1) * rows // chunks)
     sums = _total(part)
+    m = np.empty(c, dx.dtype)
+    a = np.empty(c, dx.dtype)
+    k = np.empty(c, dx.dtype)
+    b = np.empty(c, dx.dtype)
     for j in range(c):
         d = 0.0
         var = np.float64(running_var[j])
         if train:
             d = sums[0, j] / rows
             var = max(sums[1, j] / rows - d * d, 0.0)
-        dw[j] = (sums[3, j] - d * sums[2, j]) / math.sqrt(var + eps)
+        inv = 1.0 / math.sqrt(var + eps)
+        if want_dw:
+            dw[j] = (sums[3, j] - d * sums[2, j]) * inv
+        if want_db:
+            db[j] = sums[2, j]
+        w = np.float64(weight[j]) if affine else 1.0
+        m[j] = shift[j] + d
+        a[j] = w * inv
+        if train:
+            dy_mean = sums[2, j] / rows
+            dyxc_mean = sums[3, j] / rows - d * dy_mean
+            k[j] = -w * inv * inv * inv * dyxc_mean
+            b[j] = -w * inv * dy_mean
+        else:
+            k[j] = 0.0
+            b[j] = 0.0
+    if want_dx:
+        dxr = dx.reshape((rows, c))
+        for r in prange(rows):
+            for j in range(c):
+                dxr[r, j] = dyr[r, j] * a[j] + (xr[r, j] - m[j]) * k[j] + b[j]
+
+
+@njit(cache=True)
+def batchnorm_grad_input(x, dy, weight, running_mean, running_var, training, dx, c, eps, affine):
+    unused = np.empty(c, dx.dtype)
+    batchnorm_grads(x, dy, weight, running_mean, running_var, training, dx, unused, unused, c, eps, affine,
+                    True, False, False)
+
+
+@njit(cache=True)
+def batchnorm_grad_weight(x, dy, running_mean, running_var, training, dw, c, eps):
+    # dw = sum(dy * x_hat), x_hat from the batch statistics (training) or the running ones (eval).
+    batchnorm_grads(x, dy, running_var, running_mean, running_var, training, dy, dw, dw, c, eps, False,
+                    False, True, False)
 """
 
 
@@ -199,7 +207,9 @@ class BatchNorm(Op):
     """
 
     name = "batchnorm"
-    fusion = Fusion.OPAQUE  # reduces in training; folds into conv in eval (the fusion pass decides)
+    # In training its statistics reduce over the batch (they fuse into the producer's epilogue);
+    # in eval mode it is specialized to batchnorm_inference, an elementwise op.
+    fusion = Fusion.REDUCTION
     attrs = (
         Attr("eps", positive_number, 1e-5),
         Attr("momentum", positive_number, 0.1),
@@ -294,6 +304,61 @@ class BatchNormGradWeight(Op):
             (In(0, flat=True), In(1, flat=True), Param("running_mean"), Param("running_var"), TRAINING, FLAT_OUT,
              _channels(x), a.eps),
         )
+
+
+def _affine_params(a) -> tuple:
+    """(weight, bias) slots; without affine, unused stand-ins keep one compiled signature."""
+    return (Param("weight"), Param("bias")) if a.affine else (Param("running_var"), Param("running_mean"))
+
+
+@register
+class BatchNormInference(Op):
+    """Batchnorm in eval mode: a per-channel affine map of the running statistics.
+
+    The eval-mode specialization of `batchnorm` (same parameters, same name), an
+    elementwise expression, so it fuses into the producing conv's epilogue.
+    """
+
+    name = "batchnorm_inference"
+    internal = True
+    fusion = Fusion.ELEMENTWISE
+    attrs = BatchNorm.attrs
+
+    def infer(self, a, x):
+        return x
+
+    def params(self, a, x):
+        return BatchNorm().params(a, x)
+
+    def expression(self, a, out, x):
+        scale = "P_weight / math.sqrt(P_running_var + eps)" if a.affine else "1.0 / math.sqrt(P_running_var + eps)"
+        shift = " + P_bias" if a.affine else ""
+        params = ("running_mean", "running_var", "weight", "bias") if a.affine else ("running_mean", "running_var")
+        return Expr(f"(a - P_running_mean) * ({scale}){shift}", (("eps", a.eps),), params)
+
+    def cpu(self, a, out, x):
+        return BatchNorm().cpu(a, out, x)  # reads the mode flag, which is 0 in eval mode
+
+
+def batchnorm_grads_kernel(graph, members) -> CpuKernel:
+    """batchnorm_grad_input, batchnorm_grad_weight and bias_grad (nodes) of one layer as one kernel."""
+    by_op = {graph[m].op.name: graph[m] for m in members}
+    first = by_op.get("batchnorm_grad_input") or by_op["batchnorm_grad_weight"]
+    x, dy = first.inputs
+    a = first.attrs
+    affine = a.get("affine", True)
+    # Missing outputs get a stand-in (never written): the input x for dx, running_var for the vectors.
+    dx = Value(by_op["batchnorm_grad_input"].name) if "batchnorm_grad_input" in by_op else Value(x)
+    dw = Value(by_op["batchnorm_grad_weight"].name) if "batchnorm_grad_weight" in by_op else NodeParam(first.name, "running_var")
+    db = Value(by_op["bias_grad"].name) if "bias_grad" in by_op else NodeParam(first.name, "running_var")
+    weight = NodeParam(first.name, "weight") if affine and "weight" in first.params else NodeParam(first.name, "running_var")
+    return CpuKernel(
+        BATCHNORM_SOURCE,
+        "batchnorm_grads",
+        (Value(x), Value(dy), weight, NodeParam(first.name, "running_mean"), NodeParam(first.name, "running_var"),
+         TRAINING, dx, dw, db, graph[x].type.shape[1], a["eps"], affine,
+         "batchnorm_grad_input" in by_op, "batchnorm_grad_weight" in by_op, "bias_grad" in by_op),
+    )
 
 
 # The mask is a pure function of (seed, step, key, element index): splitmix64's

@@ -7,6 +7,7 @@ kernels serves all of them and their gradients.
 
 from __future__ import annotations
 
+from ..backend.cpu.fused import hosting
 from ..backend.cpu.kernel import OUT, CpuKernel, In
 from .base import (
     Attr,
@@ -469,15 +470,34 @@ class GlobalAvgPool(Op):
             g.input_grad(0, g.apply("global_avgpool_grad", [dy], in_size=x.shape[2:]))
 
 
+# dy / (H * W) broadcast over every position, each pixel's channels followed by the epilogue.
+GLOBAL_GRAD_SOURCE = """
+@njit(parallel=True, cache=True)
+def global_avgpool_grad(dy, dx, e):
+    N, H, W, C = dx.shape
+    dyf = dy.reshape(dy.size)
+    dxf = dx.reshape(dx.size)
+    hw = H * W
+    inv = 1.0 / hw
+    for n in prange(N):
+        for p in range(hw):
+            base = (n * hw + p) * C
+            for c in range(C):
+                dxf[base + c] = dyf[n * C + c] * inv
+            _epilogue(dxf, base, base + C, C, e)
+"""
+
+
 @register
 class GlobalAvgPoolGrad(_ToInputSize):
     """dx of global_avgpool: dy / (H * W) at every position."""
 
     name = "global_avgpool_grad"
+    fusion = Fusion.OUT_ELEMWISE_FUSABLE
     attrs = (Attr("in_size", tuple),)
 
-    def cpu(self, a, out, dy):
-        return CpuKernel(LINEAR_MAP_SOURCE, "adaptive_avgpool_grad", (In(0), OUT))
+    def cpu(self, a, out, dy, epilogue=None):
+        return hosting(GLOBAL_GRAD_SOURCE, "global_avgpool_grad", epilogue, (In(0), OUT), ())
 
 
 @register

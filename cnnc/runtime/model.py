@@ -36,7 +36,7 @@ def _arena(specs, dtype) -> tuple[np.ndarray, dict[str, np.ndarray]]:
 class Model:
     """A network compiled for a target. Created by `cnnc.compile`."""
 
-    def __init__(self, graph: Graph, target: str = "cpu", dtype: str = "float32", seed: int = 0):
+    def __init__(self, graph: Graph, target: str = "cpu", dtype: str = "float32", seed: int = 0, fuse: bool = True):
         from ..backend.cpu.executor import RuntimeState
 
         if target != "cpu":
@@ -44,6 +44,7 @@ class Model:
         if dtype not in ("float32", "float64"):
             raise CnncError(f"dtype must be float32 or float64, got {dtype}")
         self.graph = graph
+        self.fuse = fuse  # False: every node its own kernel (to compare against)
         self.target = target
         self.dtype = np.dtype(dtype)
         param_specs = [s for s in graph.params.values() if s.kind == "param"]
@@ -140,25 +141,39 @@ class Model:
         from ..backend.cpu.executor import Executor
 
         self._check_batch_statistics(batch)
+        kind = (*kind, self.training)  # each mode has its own specialized graph
         key = (*kind, batch)
         ex = self._executors.get(key)
         if ex is None:
-            graph, outputs = self._graph_for(kind)
+            graph = self.scheduled(kind[:-1], kind[-1])
             grad_buffers = {node: self._grads[name] for name, node in graph.grads.items()}
             ex = Executor(graph, batch, {**self.params, **self.buffers}, self._state, self.dtype, grad_buffers)
             self._executors[key] = ex
         return ex
 
     def _graph_for(self, kind: tuple) -> tuple[Graph, dict]:
+        """The differentiated graph of a kind of run (not yet optimized)."""
         if kind not in self._graphs:
             if kind[0] == "infer":
                 self._graphs[kind] = (self.graph, {})
+            elif kind[0] == "own":
+                _, output, wrt = kind
+                self._graphs[kind] = (differentiate(self.graph, self.graph.outputs[output], wrt), {})
             else:
                 _, loss, output, wrt = kind
                 graph, target, loss_node = with_loss(self.graph, loss, output)
                 graph = differentiate(graph, loss_node, wrt)
                 self._graphs[kind] = (graph, {"target": target, "loss": loss_node})
         return self._graphs[kind]
+
+    def scheduled(self, kind: tuple, training: bool) -> Graph:
+        """The optimized graph of a kind of run in one mode (cached)."""
+        from ..passes.pipeline import optimize
+
+        key = ("scheduled", *kind, training)
+        if key not in self._graphs:
+            self._graphs[key] = (optimize(self._graph_for(kind)[0], training, self.fuse), {})
+        return self._graphs[key][0]
 
     def __call__(self, *args, **kwargs):
         """Run the network: NCHW arrays in (positionally or by input name), numpy out.
@@ -171,7 +186,7 @@ class Model:
             ex.feed(name, x)
         self._state.step += 1
         ex.run()
-        outs = {name: ex.fetch(node) for name, node in self.graph.outputs.items()}
+        outs = {name: ex.fetch(node) for name, node in ex.graph.outputs.items()}  # the optimized graph's nodes
         return next(iter(outs.values())) if len(outs) == 1 else outs
 
     def _backward(self, x, target, loss: str | None, output: str | None, wrt: tuple[str, ...]):
@@ -208,15 +223,13 @@ class Model:
         inputs = x if isinstance(x, dict) else {next(iter(self.graph.inputs)): x}
         batch, feeds = self._check_inputs((), inputs)
         kind = ("own", output, tuple(wrt))
-        if kind not in self._graphs:
-            self._graphs[kind] = (differentiate(self.graph, self.graph.outputs[output], wrt), {})
-        graph, _ = self._graphs[kind]
+        graph, _ = self._graph_for(kind)
         ex = self._executor(kind, batch)
         for name, value in feeds.items():
             ex.feed(name, value)
         self._state.step += 1
         ex.run()
-        return ex, graph, float(ex.buffers[graph.outputs[output]][0])
+        return ex, graph, float(ex.buffers[ex.graph.outputs[output]][0])
 
     def grad(self, x, target=None, loss: str | None = "cross_entropy", inputs: bool | list[str] = False, output: str | None = None):
         """The loss and its gradients: (loss, {parameter name: gradient, input name: gradient, ...}).
@@ -230,7 +243,7 @@ class Model:
         ex, graph, value = self._backward(x, target, loss, output, wrt)
         grads = {name: self._grads[name].copy() for name in self.params}
         for name in wrt:
-            grads[name] = ex.fetch(graph.input_grads[name])
+            grads[name] = ex.fetch(ex.graph.input_grads[name])
         return value, grads
 
     def trainer(self, loss: str = "cross_entropy", optimizer=None, output: str | None = None) -> "Trainer":
@@ -289,9 +302,15 @@ class Trainer:
         return value
 
 
-def compile(source, target: str = "cpu", network: str | None = None, dtype: str = "float32", seed: int = 0, **hyperparameters) -> Model:
-    """Compile a network (a path, a library name, program text, or a Graph) into a Model."""
+def compile(
+    source, target: str = "cpu", network: str | None = None, dtype: str = "float32", seed: int = 0, fuse: bool = True,
+    **hyperparameters,
+) -> Model:
+    """Compile a network (a path, a library name, program text, or a Graph) into a Model.
+
+    `fuse=False` runs every node as its own kernel, to compare against the optimized graph.
+    """
     from ..frontend import load
 
     graph = source if isinstance(source, Graph) else load(source, network=network, **hyperparameters)
-    return Model(graph, target=target, dtype=dtype, seed=seed)
+    return Model(graph, target=target, dtype=dtype, seed=seed, fuse=fuse)

@@ -33,11 +33,21 @@ class RuntimeState:
         return np.array([self.seed, 0, zlib.crc32(key.encode())], dtype=np.uint64)
 
 
+def _flat_specs(args):
+    for arg in args:
+        if isinstance(arg, k.Pack):
+            yield from _flat_specs(arg.items)
+        else:
+            yield arg
+
+
 def buffer_dtype(t: TensorType, float_dtype: np.dtype) -> np.dtype:
     return float_dtype if t.dtype.startswith("float") else np.dtype(t.dtype)
 
 
 class Executor:
+    """Kernels for a scheduled graph (`graph.groups`, set by the fusion pass or `singles`)."""
+
     def __init__(
         self,
         graph: Graph,
@@ -48,58 +58,80 @@ class Executor:
         outputs: dict[str, np.ndarray] | None = None,
     ):
         """`outputs` maps node names to arrays to write into (e.g. gradients into the gradient arena)."""
+        from ...passes.fuse import plan_groups, singles, views
+        from .lower import lower_group
+
         single_threaded_blas()
+        if getattr(graph, "groups", None) is None:
+            graph = singles(graph.copy())
         self.graph = graph
         self.batch = batch
         self.state = state
         self.float_dtype = np.dtype(float_dtype)
-        self.buffers: dict[str, np.ndarray] = {}
         outputs = outputs or {}
-        for node in graph.nodes():
-            shape = physical_shape(node.type, batch)
-            dtype = buffer_dtype(node.type, self.float_dtype)
-            given = outputs.get(node.name)
-            if given is not None:
-                assert given.shape == shape and given.dtype == dtype, (node.name, given.shape, shape)
-                self.buffers[node.name] = given
-            else:
-                self.buffers[node.name] = np.empty(shape, dtype)
+        groups = graph.groups
+        self.plan = plan_groups(graph, groups, batch, self.float_dtype.itemsize, exclude=set(outputs))
+        self.arena = np.empty(max(self.plan.arena_bytes, 8), np.uint8)
+        self.buffers: dict[str, np.ndarray] = {}
+        for name, offset in self.plan.offsets.items():
+            self.buffers[name] = self._view(name, offset)
+        for name, given in outputs.items():
+            node = graph[name]
+            shape, dtype = physical_shape(node.type, batch), buffer_dtype(node.type, self.float_dtype)
+            assert given.shape == shape and given.dtype == dtype, (name, given.shape, shape)
+            self.buffers[name] = given
+        for node in graph.nodes():  # constants: computed once, here, in buffers of their own
+            if node.op.name == "fill":
+                buffer = np.empty(physical_shape(node.type, batch), buffer_dtype(node.type, self.float_dtype))
+                buffer[...] = node.attrs["value"]
+                self.buffers[node.name] = buffer
+        for name, src in views(graph, groups).items():
+            self.buffers[name] = self.buffers[src].reshape(physical_shape(graph[name].type, batch))
         self._rng: dict[str, np.ndarray] = {}
-        kernels = []
+        lowered = [lower_group(graph, g) for g in groups if g.kind != "view"]
         scratch_bytes = 0
-        for node in graph.nodes():
-            if node.op.name == "input":
-                continue
-            in_types = [graph[i].type for i in node.inputs]
-            spec = node.op.cpu(node.attrs, node.type, *in_types)
-            kernels.append((node, spec))
-            for arg in spec.args:
+        for low in lowered:
+            for arg in _flat_specs(low.kernel.args):
                 if isinstance(arg, k.Scratch):
                     scratch_bytes = max(scratch_bytes, math.prod(arg.shape) * self._scratch_dtype(arg).itemsize)
         self._scratch = np.empty(max(scratch_bytes, 8) // 8 + 1, np.float64)
         self.steps = []
-        for node, spec in kernels:
-            fn = k.load(spec)
-            args = tuple(self._resolve(arg, node, params) for arg in spec.args)
+        for low in lowered:
+            fn = k.load(low.kernel)
+            args = tuple(self._resolve(arg, low.owner, low.out, params) for arg in low.kernel.args)
             # Compile now (or load the machine code from Numba's cache), not on the first run.
             fn.compile(tuple(numba.typeof(arg) for arg in args))
-            self.steps.append((node.name, fn, args))
+            self.steps.append((low.group.name, fn, args))
+
+    def _view(self, name: str, offset: int) -> np.ndarray:
+        node = self.graph[name]
+        shape = physical_shape(node.type, self.batch)
+        dtype = buffer_dtype(node.type, self.float_dtype)
+        count = math.prod(shape)
+        return self.arena[offset : offset + count * dtype.itemsize].view(dtype).reshape(shape)
 
     def _scratch_dtype(self, arg: k.Scratch) -> np.dtype:
         return self.float_dtype if arg.dtype.startswith("float") else np.dtype(arg.dtype)
 
-    def _resolve(self, arg, node, params):
+    def _resolve(self, arg, owner: str, out: str, params):
+        node = self.graph[owner]
         if isinstance(arg, k.In):
             buffer = self.buffers[node.inputs[arg.index]]
             return buffer.reshape(-1) if arg.flat else buffer
         if isinstance(arg, k.Out):
-            buffer = self.buffers[node.name]
+            buffer = self.buffers[out]
             return buffer.reshape(-1) if arg.flat else buffer
-        if isinstance(arg, k.Param):
-            full = node.params.get(arg.name)
+        if isinstance(arg, k.Value):
+            buffer = self.buffers[arg.node]
+            return buffer.reshape(-1) if arg.flat else buffer
+        if isinstance(arg, (k.Param, k.NodeParam)):
+            holder = self.graph[arg.node] if isinstance(arg, k.NodeParam) else node
+            full = holder.params.get(arg.name)
             if full is None:
-                raise KeyError(f"{node.name} has no parameter {arg.name}")
+                raise KeyError(f"{holder.name} has no parameter {arg.name}")
             return params[full]
+        if isinstance(arg, k.Pack):
+            return tuple(self._resolve(a, owner, out, params) for a in arg.items)
         if isinstance(arg, k.Training):
             return self.state.training
         if isinstance(arg, k.Rng):
@@ -128,7 +160,7 @@ class Executor:
         return to_logical(self.graph[node_name].type, self.buffers[node_name])
 
     def check_finite(self) -> None:
-        """Name the first node whose output holds NaN or infinity (for debugging a model)."""
+        """Name the first value that holds NaN or infinity (for debugging a model; values reused later are overwritten)."""
         for name, buffer in self.buffers.items():
             if buffer.dtype.kind == "f" and not np.isfinite(buffer).all():
                 raise CnncError(f"layer {name} produced NaN or infinity")

@@ -76,6 +76,29 @@ class Scratch:
     dtype: str = "float32"
 
 
+@dataclass(frozen=True)
+class Value:
+    """The buffer of any node of the graph, by name (fused kernels read and write several)."""
+
+    node: str
+    flat: bool = True
+
+
+@dataclass(frozen=True)
+class NodeParam:
+    """A parameter or buffer of a named node, by its local name."""
+
+    node: str
+    name: str
+
+
+@dataclass(frozen=True)
+class Pack:
+    """A tuple of resolved specs, passed as one argument (a fused epilogue's operands)."""
+
+    items: tuple[Any, ...]
+
+
 OUT = Out()
 FLAT_OUT = Out(flat=True)
 TRAINING = Training()

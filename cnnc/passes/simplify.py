@@ -1,0 +1,251 @@
+"""Simplifying passes: algebraic identities, constant folding, common subexpressions, dead code.
+
+Each pass takes a Graph and returns a new one (the argument is left as it
+was), keeps every node's name where the node survives, and keeps
+`graph.params` as it is, so a model's parameter arena has the same layout
+before and after. `run_simplify_passes` applies them all until nothing changes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import networkx as nx
+
+from ..graph import Graph, Node
+from ..ops import REGISTRY, Attrs, ShapeError
+from ..ops.activation import _Elementwise, _ElementwiseGrad
+from .rewrite import remove_node, replace_node, replace_uses, uses
+
+# Ops whose every application draws fresh random numbers: equal inputs do not mean equal values.
+RANDOM_OPS = frozenset({"dropout", "dropout_grad"})
+RESHAPING_OPS = ("flatten", "reshape")
+# The constant that leaves the other operand unchanged; mul by 0 is not folded (0 * NaN is NaN).
+IDENTITY_CONSTANTS = {"add": 0.0, "mul": 1.0}
+
+
+# -- dead code ----------------------------------------------------------------
+
+
+def eliminate_dead_code(graph: Graph) -> Graph:
+    """Drop every node whose value reaches no output, gradient or input gradient.
+
+    Input nodes stay (callers feed them by name), and so do nodes that update
+    buffers (batchnorm's running statistics): running them is observable even
+    when their value is not.
+    """
+    g = graph.copy()
+    roots = {*g.outputs.values(), *g.grads.values(), *g.input_grads.values()}
+    roots |= {node.name for node in g.nodes() if _updates_buffers(g, node)}
+    live = set(roots)
+    for name in roots:
+        live |= nx.ancestors(g.nx, name)
+    # A dead node's consumers are dead too, so they can all go at once.
+    g.nx.remove_nodes_from([node.name for node in g.nodes() if node.name not in live and node.op.name != "input"])
+    return g
+
+
+def _updates_buffers(graph: Graph, node: Node) -> bool:
+    return any(spec is not None and spec.kind == "buffer" for spec in map(graph.params.get, node.params.values()))
+
+
+# -- constants ----------------------------------------------------------------
+
+
+def fold_constants(graph: Graph) -> Graph:
+    """Compute elementwise ops of constants (`fill` nodes) now, and drop identity constants.
+
+    A folded node becomes a `fill` of the same name and type; the fills it
+    read are left for `eliminate_dead_code`. `add(x, 0)` and `mul(x, 1)`
+    become `x` when that does not change the type.
+    """
+    g = graph.copy()
+    for name in [node.name for node in g.nodes()]:
+        if name not in g:
+            continue
+        node = g[name]
+        value = _constant_value(g, node)
+        if value is not None:
+            attrs = Attrs(value=value, shape=tuple(node.type.shape))
+            replace_node(g, name, Node(name, REGISTRY["fill"], attrs, [], node.type, {}, node.loc))
+        else:
+            _drop_identity_constants(g, node)
+    return g
+
+
+def _constant_value(graph: Graph, node: Node) -> float | None:
+    """The value of an elementwise node whose inputs are all constants, or None."""
+    if not node.inputs or node.type.dtype != "float32":
+        return None
+    sources = [graph[name] for name in node.inputs]
+    if any(source.op.name != "fill" for source in sources):
+        return None
+    values = [float(source.attrs["value"]) for source in sources]
+    try:
+        value = _evaluate(node, values)
+    except (ArithmeticError, ValueError):  # e.g. math.exp overflowing: leave it to the run time
+        return None
+    if value is None or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _evaluate(node: Node, values: list[float]) -> float | None:
+    op = node.op
+    if op.name == "add":
+        return sum(values)
+    if op.name == "mul":
+        return math.prod(values)
+    if isinstance(op, _Elementwise):
+        return _run_expression(op.expr, {"a": values[0], **op.scalars(node.attrs)})
+    if isinstance(op, _ElementwiseGrad):
+        forward = op.forward()
+        return _run_expression(forward.grad_expr, {"a": values[0], "b": values[1], **forward.scalars(node.attrs)})
+    return None
+
+
+def _run_expression(expr: str, names: dict[str, Any]) -> float:
+    """An op's kernel expression (Python syntax over `math`) evaluated on floats."""
+    return float(eval(expr, {"__builtins__": {}, "math": math}, names))
+
+
+def _drop_identity_constants(graph: Graph, node: Node) -> bool:
+    """Remove the `add` inputs that are fills of 0 and the `mul` inputs that are fills of 1."""
+    unit = IDENTITY_CONSTANTS.get(node.op.name)
+    if unit is None:
+        return False
+    kept = [name for name in node.inputs if not _is_fill_of(graph[name], unit)]
+    if not kept or len(kept) == len(node.inputs):
+        return False
+    if len(kept) == 1:
+        if graph[kept[0]].type != node.type:  # the constant broadcast the value to a larger shape
+            return False
+        _bypass(graph, node, kept[0])
+        return True
+    try:
+        if node.op.infer(node.attrs, *(graph[name].type for name in kept)) != node.type:
+            return False
+    except ShapeError:
+        return False
+    replace_node(graph, node.name, Node(node.name, node.op, node.attrs, kept, node.type, dict(node.params), node.loc))
+    return True
+
+
+def _is_fill_of(node: Node, value: float) -> bool:
+    return node.op.name == "fill" and float(node.attrs["value"]) == value
+
+
+# -- common subexpressions ----------------------------------------------------
+
+
+def eliminate_common_subexpressions(graph: Graph) -> Graph:
+    """Merge nodes that apply the same op with the same attributes, inputs and parameters.
+
+    The first in topological order stays and takes over the others' uses
+    (outputs included). Inputs, random ops, nodes that update buffers and
+    gradients are never merged: two of them are two different values, two
+    different effects, or two different destinations.
+    """
+    g = graph.copy()
+    first: dict[tuple, str] = {}
+    # A gradient is written straight into its parameter's slot of the gradient arena, so two
+    # parameters' gradients stay two nodes even when they compute the same value.
+    gradients = set(g.grads.values()) | set(g.input_grads.values())
+    for node in g.nodes():  # consumers' input lists are updated in place as duplicates go
+        if node.op.name == "input" or node.op.name in RANDOM_OPS or _updates_buffers(g, node) or node.name in gradients:
+            continue
+        key = (node.op.name, _frozen(node.attrs), tuple(node.inputs), _frozen(node.params), node.type)
+        kept = first.setdefault(key, node.name)
+        if kept != node.name:
+            _bypass(g, node, kept)
+    return g
+
+
+def _frozen(value: Any) -> Any:
+    """A hashable form of an attribute value that tells 1, 1.0 and True apart."""
+    if isinstance(value, dict):
+        return tuple(sorted((key, _frozen(v)) for key, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return ("seq", tuple(_frozen(v) for v in value))
+    try:
+        hash(value)
+    except TypeError:
+        return ("repr", repr(value))
+    return (type(value).__name__, value)
+
+
+# -- algebraic simplification ---------------------------------------------------
+
+
+def simplify(graph: Graph, training: bool) -> Graph:
+    """Remove identity reshapes, merge chained reshapes, and drop ops that compute their input.
+
+    - `flatten`/`reshape` to the type it reads: removed;
+    - `flatten`/`reshape` of a `flatten`/`reshape` nothing else uses: one `reshape`;
+    - `dropout` (and its gradient) when `training` is false or p is 0: removed;
+    - `add`/`mul` of one value, and `sum_to` to the type it reads: removed.
+    Repeats until nothing changes.
+    """
+    g = graph.copy()
+    changed = True
+    while changed:
+        changed = False
+        for name in [node.name for node in g.nodes()]:
+            if name in g and _simplify_node(g, g[name], training):
+                changed = True
+    return g
+
+
+def _simplify_node(graph: Graph, node: Node, training: bool) -> bool:
+    op = node.op.name
+    source = graph[node.inputs[0]] if node.inputs else None
+    if op in RESHAPING_OPS:
+        if source.type == node.type:
+            return _bypass(graph, node, source.name)
+        if source.op.name in RESHAPING_OPS and uses(graph, source.name) == 1:
+            reshape = REGISTRY["reshape"]
+            attrs = reshape.bind([], {"shape": list(node.type.sample_shape)})
+            replace_node(graph, node.name, Node(node.name, reshape, attrs, [source.inputs[0]], node.type, {}, node.loc))
+            remove_node(graph, source.name)
+            return True
+        return False
+    if op in RANDOM_OPS and (not training or node.attrs["p"] == 0.0):  # dropout is the identity in eval
+        return _bypass(graph, node, source.name)
+    if op in IDENTITY_CONSTANTS and len(node.inputs) == 1 and source.type == node.type:
+        return _bypass(graph, node, source.name)
+    if op == "sum_to" and source.type == node.type:
+        return _bypass(graph, node, source.name)
+    return False
+
+
+def _bypass(graph: Graph, node: Node, replacement: str) -> bool:
+    """Let `replacement` stand for the node everywhere, then drop the node."""
+    replace_uses(graph, node.name, replacement)
+    remove_node(graph, node.name)
+    return True
+
+
+# -- all together -------------------------------------------------------------
+
+MAX_ROUNDS = 10
+
+
+def run_simplify_passes(graph: Graph, training: bool) -> Graph:
+    """simplify, fold_constants, eliminate_common_subexpressions, eliminate_dead_code: until no change."""
+    g = graph
+    for _ in range(MAX_ROUNDS):
+        before = _fingerprint(g)
+        g = simplify(g, training)
+        g = fold_constants(g)
+        g = eliminate_common_subexpressions(g)
+        g = eliminate_dead_code(g)
+        if _fingerprint(g) == before:
+            break
+    return g
+
+
+def _fingerprint(graph: Graph) -> tuple:
+    nodes = tuple((n.name, n.op.name, tuple(n.inputs), _frozen(n.attrs)) for n in graph.nodes())
+    maps = tuple(tuple(m.items()) for m in (graph.inputs, graph.outputs, graph.grads, graph.input_grads))
+    return nodes, maps

@@ -29,12 +29,14 @@ class Chain:
               `E<k>` in the body is operand k. Values are read at [i], parameters at [c].
     lines:    assignments, in order, over the variables `v_<k>` (one per member), `v0`
               (the anchor's value, read from the in-place target `o[i]`) and loads.
+    hoisted:  per-channel terms, computed into arrays (in the buffer's dtype) before the loop.
     target:   the variable stored back into `o[i]` (None: `o` keeps the anchor's value).
     """
 
     operands: list = field(default_factory=list)
     lines: list[str] = field(default_factory=list)
     target: str | None = None
+    hoisted: list[tuple[str, str]] = field(default_factory=list)  # (array, per-channel expression)
     reads_target: bool = False  # whether the body starts from o[i] (an anchor's output)
 
     @property
@@ -96,7 +98,12 @@ def build_chain(
         names.update({key: repr(float(v)) for key, v in expr.scalars})
         for local in expr.params:
             names[f"P_{local}"] = f"E{operand(NodeParam(name, local))}[c]"
-        code = _NAME.sub(lambda m: names.get(m.group(0), m.group(0)), expr.code)
+        substitute = lambda text: _NAME.sub(lambda m: names.get(m.group(0), m.group(0)), text)  # noqa: E731
+        for term, term_code in expr.channel:
+            array = f"h{len(chain.hoisted)}"
+            chain.hoisted.append((array, substitute(term_code)))
+            names[f"H_{term}"] = f"{array}[c]"
+        code = substitute(expr.code)
         var[name] = f"v_{n}"
         chain.lines.append(f"v_{n} = {code}")
     for name in stores:

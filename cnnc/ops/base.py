@@ -34,14 +34,17 @@ class Expr:
     """An elementwise op as one expression, so that a fused loop can compose it with others.
 
     `code` reads the op's inputs as `a`, `b`, ... (one element each), a per-channel
-    parameter as `P_<local name>` (the element's channel), and names from `scalars`,
-    which are substituted as literals. It must be valid in every backend's kernels:
-    plain arithmetic, comparisons, conditional expressions and `math` functions.
+    parameter as `P_<local name>` (the element's channel), names from `scalars`,
+    which are substituted as literals, and `H_<name>` for a term of `channel`: an
+    expression of parameters and scalars alone, computed once per channel rather
+    than per element. It must be valid in every backend's kernels: plain
+    arithmetic, comparisons, conditional expressions and `math` functions.
     """
 
     code: str
     scalars: tuple[tuple[str, float], ...] = ()
     params: tuple[str, ...] = ()
+    channel: tuple[tuple[str, str], ...] = ()
 
 
 class ShapeError(Exception):

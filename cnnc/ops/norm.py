@@ -331,10 +331,12 @@ class BatchNormInference(Op):
         return BatchNorm().params(a, x)
 
     def expression(self, a, out, x):
+        # The same arithmetic as the batchnorm kernel in eval mode: the scale per channel, in
+        # float64, rounded to the buffer's dtype; then (x - mean) * scale + bias per element.
         scale = "P_weight / math.sqrt(P_running_var + eps)" if a.affine else "1.0 / math.sqrt(P_running_var + eps)"
         shift = " + P_bias" if a.affine else ""
         params = ("running_mean", "running_var", "weight", "bias") if a.affine else ("running_mean", "running_var")
-        return Expr(f"(a - P_running_mean) * ({scale}){shift}", (("eps", a.eps),), params)
+        return Expr(f"(a - P_running_mean) * H_scale{shift}", (("eps", a.eps),), params, (("scale", scale),))
 
     def cpu(self, a, out, x):
         return BatchNorm().cpu(a, out, x)  # reads the mode flag, which is 0 in eval mode

@@ -29,8 +29,12 @@ def epilogue_source(chain: Chain | None, name: str = "_epilogue", extra: str = "
     else:
         loop = "    for i in range(lo, hi):\n"
         indent = " " * 8
+    hoisted = "".join(
+        f"    {array} = np.empty(C, o.dtype)\n    for c in range(C):\n        {array}[c] = {code}\n"
+        for array, code in chain.hoisted
+    )
     body = "".join(f"{indent}{line}\n" for line in chain.lines)
-    return head + loads + loop + body
+    return head + loads + hoisted + loop + body
 
 
 # A standalone loop: the chain over every element of `o`, in blocks of whole rows.

@@ -71,3 +71,36 @@ def test_resnet18_cifar_fused_equals_unfused():
 @pytest.mark.parametrize("name", ["vgg16", "resnet18", "resnet34", "resnet50"])
 def test_imagenet_models_fused_equal_unfused(name):
     run_model(name, 2)
+
+
+MIXED = """
+network mixed(classes = 5) {
+    input image: [3, 12, 12]
+    a = conv(8, kernel=3, pad=1) -> leaky_relu(0.1)
+    b = a -> maxpool(2) -> relu -> batchnorm(affine=false) -> tanh
+    c = image -> sigmoid -> tanh -> conv(8, kernel=3, stride=2, pad=1, bias=false)
+    d = b * c + b
+    e = d -> conv_transpose(6, kernel=2, stride=2) -> relu
+    g = a -> conv(2, kernel=1, bias=false)  # batchnorm follows: a bias would get no gradient
+    f = concat(e, g) -> avgpool(2) -> upsample(2) -> batchnorm -> relu
+    flatten
+    dense(16, bias=false) -> batchnorm -> relu -> dropout(0.25)  # a bias before batchnorm has no gradient
+    logits: dense(classes)
+    output logits
+}
+"""
+
+
+def test_a_model_of_many_fusion_kinds_fused_equals_unfused():
+    fused = cnnc.compile(MIXED, seed=3)
+    unfused = cnnc.compile(MIXED, seed=3, fuse=False)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((4, 3, 12, 12)).astype(np.float32)
+    y = rng.integers(0, 5, 4)
+    for mode in ("eval", "train"):
+        getattr(fused, mode)()
+        getattr(unfused, mode)()
+        check_forward(fused, unfused, x)
+        check_gradients(fused, unfused, x, y)
+    kinds = {g.kind for g in fused.scheduled(("grad", "cross_entropy", None, ()), True).groups}
+    assert {"epilogue", "batchnorm", "elementwise", "horizontal", "single"} <= kinds

@@ -73,6 +73,8 @@ def build_chain(
         if bias:
             chain.operands.append(Param("bias"))
             chain.lines.append("v0 = v0 + E0[c]")
+            if target is None:  # `o` holds the anchor's own value, which includes its bias
+                chain.lines.append("o[i] = v0")
     loads: dict[str, str] = {}
 
     def operand(spec) -> int:

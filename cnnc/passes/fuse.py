@@ -237,8 +237,8 @@ class _Fuser:
     def batchnorm(self, name: str) -> None:
         x = self.graph[name].inputs[0]
         group = self.group_of.get(x)
-        rule = f"batchnorm statistics into the epilogue of {group.name if group else x}"
-        if group is not None and group.kind == "epilogue" and group.tail is None and group.end == x:
+        rule = f"batchnorm after the {group.kind} group {group.name}" if group else f"batchnorm of {x}"
+        if group is not None and group.kind in ("epilogue", "elementwise") and group.tail is None and group.end == x:
             group.kind = "batchnorm"
             group.tail = name
             group.nodes.append(name)
@@ -246,7 +246,11 @@ class _Fuser:
             self.decisions.append(Decision(name, group.name, rule, True))
             return
         if group is not None:
-            why = "the producer cannot host an epilogue" if group.kind != "epilogue" else "its input is not the group's result"
+            why = (
+                "its input is not the group's result"
+                if group.kind in ("epilogue", "elementwise")
+                else "the producer cannot host an epilogue"
+            )
             self.decisions.append(Decision(name, group.name, rule, False, why))
         self.add(Group(name, "batchnorm", [name], tail=name))
 
@@ -367,7 +371,9 @@ def kernels(graph: Graph, groups: list[Group]) -> list[Kernel]:
     return out
 
 
-def plan_groups(graph: Graph, groups: list[Group], batch: int, float_itemsize: int, exclude: set[str] = frozenset()):
+def plan_groups(
+    graph: Graph, groups: list[Group], batch: int, float_itemsize: int, exclude: set[str] = frozenset(), reuse: bool = True
+):
     """The memory plan of a schedule (values in `exclude` live elsewhere, e.g. the gradient arena)."""
     ks = kernels(graph, groups)
     sizes = {}
@@ -380,4 +386,4 @@ def plan_groups(graph: Graph, groups: list[Group], batch: int, float_itemsize: i
         sizes[name] = value_bytes(graph, name, batch, float_itemsize)
     alias = views(graph, groups)
     keep = {alias.get(n, n) for n in set(graph.outputs.values()) | set(graph.input_grads.values())}
-    return plan_memory(ks, sizes, inputs, keep)
+    return plan_memory(ks, sizes, inputs, keep, reuse)

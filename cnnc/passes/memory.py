@@ -79,12 +79,15 @@ class _Arena:
             del self.free[k]
 
 
-def plan_memory(kernels: list[Kernel], sizes: dict[str, int], inputs: list[str], keep: set[str]) -> MemoryPlan:
+def plan_memory(kernels: list[Kernel], sizes: dict[str, int], inputs: list[str], keep: set[str], reuse: bool = True) -> MemoryPlan:
     """Offsets for every value in `sizes`.
 
     inputs: values present before the first kernel (fed by the caller).
     keep:   values that must survive the last kernel (outputs, gradients read by the caller).
+    reuse:  False gives every value its own block (to debug a kernel that reads a dead value).
     """
+    if not reuse:
+        keep = set(sizes)
     last_use: dict[str, int] = {}
     for step, kernel in enumerate(kernels):
         for name in kernel.reads:

@@ -8,6 +8,7 @@ calls with no allocation and no per-op decisions.
 from __future__ import annotations
 
 import math
+import os
 import zlib
 from dataclasses import dataclass, field
 
@@ -70,7 +71,9 @@ class Executor:
         self.float_dtype = np.dtype(float_dtype)
         outputs = outputs or {}
         groups = graph.groups
-        self.plan = plan_groups(graph, groups, batch, self.float_dtype.itemsize, exclude=set(outputs))
+        # CNNC_NO_REUSE=1 keeps every value in its own buffer, to tell a planning bug from a kernel bug.
+        reuse = os.environ.get("CNNC_NO_REUSE") != "1"
+        self.plan = plan_groups(graph, groups, batch, self.float_dtype.itemsize, exclude=set(outputs), reuse=reuse)
         self.arena = np.empty(max(self.plan.arena_bytes, 8), np.uint8)
         self.buffers: dict[str, np.ndarray] = {}
         for name, offset in self.plan.offsets.items():

@@ -117,6 +117,12 @@ def _batchnorm(graph: Graph, group: Group) -> Lowered:
         names = "".join(f"a{k}, " for k in range(len(stage_args)))
         source, call = stage.source + "\n\n", f"{stage.entry}({names[:-2]})"
         owner, stage_out = anchor, into
+    elif group.pre:  # an elementwise loop fills x
+        loop = _chain_for(graph, group, group.pre, None, x)
+        c_loop = c if loop.per_channel else 1
+        stage_args = (Value(x), loop.pack(), c_loop, loop_block(c_loop))
+        names = "a0, a1, a2, a3, "
+        source, call = LOOP_SOURCE + "\n\n" + epilogue_source(loop) + "\n\n", "fused_loop(a0, a1, a2, a3)"
     else:
         names = ""
     post = _chain_for(graph, group, group.post, bn.name, group.end, source_expr="(x[i] - m[c]) * s[c] + b[c]")

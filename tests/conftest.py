@@ -1,3 +1,9 @@
+import os
+
+# CUDA tests run in Numba's CUDA simulator unless a GPU run asks otherwise; the variable
+# is read when numba is first imported, so it is set before anything imports it.
+os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+
 import sys
 from pathlib import Path
 

@@ -116,6 +116,6 @@ def build_chain(
     return chain
 
 
-def bias_chain() -> Chain:
-    """An anchor's own per-channel bias as its whole epilogue: o[i] += bias[c]."""
-    return Chain(operands=[Param("bias")], lines=["v0 = o[i] + E0[c]", "o[i] = v0"], target="v0", reads_target=True)
+def bias_chain(source_expr: str = "o[i]") -> Chain:
+    """An anchor's own per-channel bias as its whole epilogue: o[i] = value + bias[c]."""
+    return Chain(operands=[Param("bias")], lines=[f"v0 = {source_expr} + E0[c]", "o[i] = v0"], target="v0", reads_target=True)

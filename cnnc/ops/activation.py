@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..backend.cpu.kernel import OUT, CpuKernel, In
+from ..backend.cuda.kernel import CudaKernel
 from .base import Attr, AttrError, Expr, Fusion, Op, ShapeError, TensorType, expect_float, integer, number, register
 from .templates import elementwise
 
@@ -129,6 +130,9 @@ class _SoftmaxFamily(Op):
     def cpu(self, a, out, x):
         return CpuKernel(SOFTMAX_SOURCE, self.name, (In(0), OUT, *axis_split(x, a.axis)))
 
+    def cuda(self, a, out, x):
+        return CudaKernel(SOFTMAX_CUDA_SOURCE, self.name, (In(0), OUT, *axis_split(x, a.axis)))
+
     def grad(self, g, dy):
         g.input_grad(0, g.apply(f"{self.name}_grad", [dy, g.node.name], axis=g.node.attrs["axis"]))
 
@@ -227,6 +231,79 @@ def log_softmax_grad(dy, y, dx, outer, n, inner):
 """
 
 
+# The same on the GPU: one thread per line of the [batch * outer, n, inner] view.
+# Neighbouring threads take neighbouring `inner` positions, so along a channel
+# axis of NHWC buffers (inner = 1 only for the last axis) their reads coalesce.
+SOFTMAX_CUDA_SOURCE = """
+@cuda.jit(cache=True)
+def _softmax_lines(x, out, lines, n, inner, log):
+    for line in range(cuda.grid(1), lines, cuda.gridsize(1)):
+        o = line // inner
+        base = o * n * inner + (line - o * inner)
+        m = -math.inf
+        for k in range(n):
+            m = max(m, float64(x[base + k * inner]))
+        s = 0.0
+        for k in range(n):
+            s += math.exp(x[base + k * inner] - m)
+        if log:
+            ls = math.log(s)
+            for k in range(n):
+                out[base + k * inner] = x[base + k * inner] - m - ls
+        else:
+            for k in range(n):
+                out[base + k * inner] = math.exp(x[base + k * inner] - m) / s
+
+
+@cuda.jit(cache=True)
+def _softmax_grad_lines(dy, y, dx, lines, n, inner, log):
+    for line in range(cuda.grid(1), lines, cuda.gridsize(1)):
+        o = line // inner
+        base = o * n * inner + (line - o * inner)
+        s = 0.0
+        if log:  # dx = dy - softmax * sum(dy)
+            for k in range(n):
+                s += dy[base + k * inner]
+            for k in range(n):
+                j = base + k * inner
+                dx[j] = dy[j] - math.exp(y[j]) * s
+        else:  # dx = y * (dy - sum(dy * y))
+            for k in range(n):
+                s += dy[base + k * inner] * y[base + k * inner]
+            for k in range(n):
+                j = base + k * inner
+                dx[j] = y[j] * (dy[j] - s)
+
+
+def _lines(x, outer, inner):
+    return x.shape[0] * outer * inner
+
+
+def _flat(a):
+    return a.reshape(a.size)
+
+
+def softmax(x, out, outer, n, inner):
+    lines = _lines(x, outer, inner)
+    _softmax_lines[blocks(lines), THREADS](_flat(x), _flat(out), lines, n, inner, False)
+
+
+def log_softmax(x, out, outer, n, inner):
+    lines = _lines(x, outer, inner)
+    _softmax_lines[blocks(lines), THREADS](_flat(x), _flat(out), lines, n, inner, True)
+
+
+def softmax_grad(dy, y, dx, outer, n, inner):
+    lines = _lines(dy, outer, inner)
+    _softmax_grad_lines[blocks(lines), THREADS](_flat(dy), _flat(y), _flat(dx), lines, n, inner, False)
+
+
+def log_softmax_grad(dy, y, dx, outer, n, inner):
+    lines = _lines(dy, outer, inner)
+    _softmax_grad_lines[blocks(lines), THREADS](_flat(dy), _flat(y), _flat(dx), lines, n, inner, True)
+"""
+
+
 @register
 class Softmax(_SoftmaxFamily):
     """exp(x) / sum(exp(x)) along an axis, computed stably."""
@@ -254,6 +331,9 @@ class _SoftmaxGrad(Op):
 
     def cpu(self, a, out, dy, y):
         return CpuKernel(SOFTMAX_SOURCE, self.name, (In(0), In(1), OUT, *axis_split(dy, a.axis)))
+
+    def cuda(self, a, out, dy, y):
+        return CudaKernel(SOFTMAX_CUDA_SOURCE, self.name, (In(0), In(1), OUT, *axis_split(dy, a.axis)))
 
 
 register(type("SoftmaxGrad", (_SoftmaxGrad,), {"name": "softmax_grad"}))

@@ -246,6 +246,12 @@ class Op:
 
         raise CnncError(f"{self.name} has no CPU kernel")
 
+    def cuda(self, a: Attrs, out: TensorType, *xs: TensorType):
+        """The CUDA kernel (a cnnc.backend.cuda.kernel.CudaKernel) computing this op on device buffers."""
+        from ..errors import CnncError
+
+        raise CnncError(f"{self.name} has no CUDA kernel yet")
+
     # -- shared machinery ---------------------------------------------------
     def bind(self, positional: list[Any], keywords: dict[str, Any]) -> Attrs:
         """Match arguments to attributes, check them and fill in defaults.

@@ -7,6 +7,8 @@ from typing import Any
 from ..backend.chain import bias_chain
 from ..backend.cpu.fused import hosting
 from ..backend.cpu.kernel import OUT, CpuKernel, In, Param, Scratch
+from ..backend.cuda.fused import hosting as cuda_hosting
+from ..backend.cuda.kernel import CudaKernel
 from .base import (
     Attr,
     AttrError,
@@ -701,6 +703,318 @@ def grad_weight_kernel(cin: int, cout: int, kernel, stride, pads, dilation, grou
     )
 
 
+# -- CUDA kernels -------------------------------------------------------------
+#
+# The same three computations as implicit GEMMs on the GPU, one tile of the output per
+# block of CONV_TILE x CONV_TILE threads: threadIdx.x walks the output's columns
+# (channels: contiguous in NHWC, so loads and stores of a warp are coalesced) and
+# threadIdx.y its rows (pixels across the batch). K is looped over in chunks of
+# CONV_TILE staged through shared memory; gathered patch elements outside the image
+# are zero. blockIdx.z is the group. Shared arrays need their element type when
+# compiled, so the kernels exist once per float dtype (DTYPE, see _typed) and the
+# launchers pick by the output's dtype.
+CONV_CUDA_KERNELS = """
+@cuda.jit(cache=True)
+def _conv_forward_DTYPE(x, w, o, e, N, H, W, C, OH, OW, Cout, KH, KW, sh, sw, pt, pl, dh, dw, groups):
+    # o[p, g*og + j] = sum over k = (kh, kw, ci) of patch[p, k] * w[g*og + j, ci, kh, kw]
+    a = cuda.shared.array((CONV_TILE, CONV_PADDED), DTYPE)
+    b = cuda.shared.array((CONV_TILE, CONV_PADDED), DTYPE)
+    tx = cuda.threadIdx.x
+    ty = cuda.threadIdx.y
+    cg = C // groups
+    og = Cout // groups
+    K = KH * KW * cg
+    g = cuda.blockIdx.z
+    j = cuda.blockIdx.y * CONV_TILE + tx
+    total = N * OH * OW
+    ohw = OH * OW
+    for m0 in range(cuda.blockIdx.x * CONV_TILE, total, cuda.gridDim.x * CONV_TILE):
+        p = m0 + ty
+        n = p // ohw
+        q = p - n * ohw
+        oh = q // OW
+        ow = q - oh * OW
+        acc = DTYPE(0)
+        for k0 in range(0, K, CONV_TILE):
+            v = DTYPE(0)
+            k = k0 + tx
+            if p < total and k < K:
+                tap = k // cg
+                ci = k - tap * cg
+                kh = tap // KW
+                ih = oh * sh - pt + kh * dh
+                iw = ow * sw - pl + (tap - kh * KW) * dw
+                if ih >= 0 and ih < H and iw >= 0 and iw < W:
+                    v = x[((n * H + ih) * W + iw) * C + g * cg + ci]
+            a[ty, tx] = v
+            v = DTYPE(0)
+            k = k0 + ty
+            if j < og and k < K:
+                tap = k // cg
+                ci = k - tap * cg
+                kh = tap // KW
+                v = w[(((g * og + j) * cg + ci) * KH + kh) * KW + tap - kh * KW]
+            b[ty, tx] = v
+            cuda.syncthreads()
+            for kk in range(CONV_TILE):
+                acc += a[ty, kk] * b[kk, tx]
+            cuda.syncthreads()
+        if p < total and j < og:
+            co = g * og + j
+            _epilogue(o, p * Cout + co, co, acc, e)
+
+
+@cuda.jit(cache=True)
+def _conv_grad_input_DTYPE(dy, w, dx, e, N, OH, OW, Cout, H, W, C, KH, KW, sh, sw, pt, pl, dh, dw, groups):
+    # Gather form: dx[p, g*cg + j] = sum over k = (kh, kw, jo) of dy at the output pixel whose
+    # tap (kh, kw) lands on input pixel p (zero where none does) times w[g*og + jo, j, kh, kw].
+    # Each block owns its dx tile, so there are no atomics.
+    a = cuda.shared.array((CONV_TILE, CONV_PADDED), DTYPE)
+    b = cuda.shared.array((CONV_TILE, CONV_PADDED), DTYPE)
+    tx = cuda.threadIdx.x
+    ty = cuda.threadIdx.y
+    cg = C // groups
+    og = Cout // groups
+    K = KH * KW * og
+    g = cuda.blockIdx.z
+    j = cuda.blockIdx.y * CONV_TILE + tx
+    total = N * H * W
+    hw = H * W
+    for m0 in range(cuda.blockIdx.x * CONV_TILE, total, cuda.gridDim.x * CONV_TILE):
+        p = m0 + ty
+        n = p // hw
+        q = p - n * hw
+        ih = q // W
+        iw = q - ih * W
+        acc = DTYPE(0)
+        for k0 in range(0, K, CONV_TILE):
+            v = DTYPE(0)
+            k = k0 + tx
+            if p < total and k < K:
+                tap = k // og
+                jo = k - tap * og
+                kh = tap // KW
+                th = ih + pt - kh * dh
+                tw = iw + pl - (tap - kh * KW) * dw
+                if th >= 0 and tw >= 0 and th % sh == 0 and tw % sw == 0:
+                    oh = th // sh
+                    ow = tw // sw
+                    if oh < OH and ow < OW:
+                        v = dy[((n * OH + oh) * OW + ow) * Cout + g * og + jo]
+            a[ty, tx] = v
+            v = DTYPE(0)
+            k = k0 + ty
+            if j < cg and k < K:
+                tap = k // og
+                jo = k - tap * og
+                kh = tap // KW
+                v = w[(((g * og + jo) * cg + j) * KH + kh) * KW + tap - kh * KW]
+            b[ty, tx] = v
+            cuda.syncthreads()
+            for kk in range(CONV_TILE):
+                acc += a[ty, kk] * b[kk, tx]
+            cuda.syncthreads()
+        if p < total and j < cg:
+            ci = g * cg + j
+            _epilogue(dx, p * C + ci, ci, acc, e)
+
+
+@cuda.jit(cache=True)
+def _conv_grad_weight_DTYPE(x, dy, dwt, N, H, W, C, OH, OW, Cout, KH, KW, sh, sw, pt, pl, dh, dw, groups):
+    # dwt[g*og + j, ci, kh, kw] = sum over output pixels p of dy[p, g*og + j] * patch[p, (kh, kw, ci)]:
+    # a tile of [og, K] per block, the pixels looped over in chunks through shared memory.
+    a = cuda.shared.array((CONV_TILE, CONV_PADDED), DTYPE)
+    b = cuda.shared.array((CONV_TILE, CONV_PADDED), DTYPE)
+    tx = cuda.threadIdx.x
+    ty = cuda.threadIdx.y
+    cg = C // groups
+    og = Cout // groups
+    K = KH * KW * cg
+    g = cuda.blockIdx.z
+    r0 = cuda.blockIdx.y * CONV_TILE
+    total = N * OH * OW
+    ohw = OH * OW
+    for c0 in range(cuda.blockIdx.x * CONV_TILE, K, cuda.gridDim.x * CONV_TILE):
+        acc = DTYPE(0)
+        for p0 in range(0, total, CONV_TILE):
+            p = p0 + ty
+            v = DTYPE(0)
+            if p < total and r0 + tx < og:
+                v = dy[p * Cout + g * og + r0 + tx]
+            a[ty, tx] = v
+            v = DTYPE(0)
+            k = c0 + tx
+            if p < total and k < K:
+                n = p // ohw
+                q = p - n * ohw
+                oh = q // OW
+                tap = k // cg
+                kh = tap // KW
+                ih = oh * sh - pt + kh * dh
+                iw = (q - oh * OW) * sw - pl + (tap - kh * KW) * dw
+                if ih >= 0 and ih < H and iw >= 0 and iw < W:
+                    v = x[((n * H + ih) * W + iw) * C + g * cg + k - tap * cg]
+            b[ty, tx] = v
+            cuda.syncthreads()
+            for kk in range(CONV_TILE):
+                acc += a[kk, ty] * b[kk, tx]
+            cuda.syncthreads()
+        j = r0 + ty
+        k = c0 + tx
+        if j < og and k < K:
+            tap = k // cg
+            kh = tap // KW
+            dwt[(((g * og + j) * cg + k - tap * cg) * KH + kh) * KW + tap - kh * KW] = acc
+
+
+@cuda.jit(cache=True)
+def _direct_forward_DTYPE(x, w, o, e, N, H, W, C, OH, OW, Cout, KH, KW, sh, sw, pt, pl, dh, dw, groups):
+    # conv for groups of very few channels (depthwise): a thread per output element, looping
+    # over the taps; consecutive threads take consecutive channels, so loads are coalesced.
+    cg = C // groups
+    og = Cout // groups
+    ohw = OH * OW
+    for i in range(cuda.grid(1), N * ohw * Cout, cuda.gridsize(1)):
+        p = i // Cout
+        co = i - p * Cout
+        n = p // ohw
+        q = p - n * ohw
+        oh = q // OW
+        ow = q - oh * OW
+        g = co // og
+        acc = DTYPE(0)
+        for kh in range(KH):
+            ih = oh * sh - pt + kh * dh
+            if ih < 0 or ih >= H:
+                continue
+            for kw in range(KW):
+                iw = ow * sw - pl + kw * dw
+                if iw < 0 or iw >= W:
+                    continue
+                base = ((n * H + ih) * W + iw) * C + g * cg
+                for ci in range(cg):
+                    acc += x[base + ci] * w[((co * cg + ci) * KH + kh) * KW + kw]
+        _epilogue(o, i, co, acc, e)
+
+
+@cuda.jit(cache=True)
+def _direct_grad_input_DTYPE(dy, w, dx, e, N, OH, OW, Cout, H, W, C, KH, KW, sh, sw, pt, pl, dh, dw, groups):
+    # conv_grad_input for groups of very few channels: a thread per dx element, gathering the
+    # taps that reach it (those whose offset is a multiple of the stride).
+    cg = C // groups
+    og = Cout // groups
+    hw = H * W
+    for i in range(cuda.grid(1), N * hw * C, cuda.gridsize(1)):
+        p = i // C
+        c = i - p * C
+        n = p // hw
+        q = p - n * hw
+        ih = q // W
+        iw = q - ih * W
+        g = c // cg
+        ci = c - g * cg
+        acc = DTYPE(0)
+        for kh in range(KH):
+            th = ih + pt - kh * dh
+            if th < 0 or th % sh != 0 or th // sh >= OH:
+                continue
+            for kw in range(KW):
+                tw = iw + pl - kw * dw
+                if tw < 0 or tw % sw != 0 or tw // sw >= OW:
+                    continue
+                base = ((n * OH + th // sh) * OW + tw // sw) * Cout + g * og
+                for jo in range(og):
+                    acc += dy[base + jo] * w[(((g * og + jo) * cg + ci) * KH + kh) * KW + kw]
+        _epilogue(dx, i, c, acc, e)
+"""
+
+# Launchers: shapes from the arrays, then flat views for the kernels.
+CONV_CUDA_LAUNCHERS = """
+CONV_TILE = 16
+CONV_PADDED = 17  # a shared row one longer than the tile: column walks hit distinct banks
+
+
+def _conv_kernel(name, array):
+    return globals()[name + "_" + str(array.dtype)]
+
+
+def _conv_tiles(n):
+    return (n + CONV_TILE - 1) // CONV_TILE
+
+
+def conv_forward(x, weight, out, e, sh, sw, pt, pl, dh, dw, groups):
+    N, H, W, C = x.shape
+    OH, OW, Cout = out.shape[1], out.shape[2], out.shape[3]
+    grid = (min(_conv_tiles(N * OH * OW), 65535), _conv_tiles(Cout // groups), groups)
+    _conv_kernel("_conv_forward", out)[grid, (CONV_TILE, CONV_TILE)](
+        x.reshape(x.size), weight.reshape(weight.size), out.reshape(out.size), e,
+        N, H, W, C, OH, OW, Cout, weight.shape[2], weight.shape[3], sh, sw, pt, pl, dh, dw, groups)
+
+
+def conv_grad_input(dy, weight, dx, e, sh, sw, pt, pl, dh, dw, groups):
+    N, OH, OW, Cout = dy.shape
+    H, W, C = dx.shape[1], dx.shape[2], dx.shape[3]
+    grid = (min(_conv_tiles(N * H * W), 65535), _conv_tiles(C // groups), groups)
+    _conv_kernel("_conv_grad_input", dx)[grid, (CONV_TILE, CONV_TILE)](
+        dy.reshape(dy.size), weight.reshape(weight.size), dx.reshape(dx.size), e,
+        N, OH, OW, Cout, H, W, C, weight.shape[2], weight.shape[3], sh, sw, pt, pl, dh, dw, groups)
+
+
+def conv_grad_weight(x, dy, dwt, e, sh, sw, pt, pl, dh, dw, groups):
+    N, H, W, C = x.shape
+    OH, OW, Cout = dy.shape[1], dy.shape[2], dy.shape[3]
+    KH, KW = dwt.shape[2], dwt.shape[3]
+    grid = (min(_conv_tiles(KH * KW * (C // groups)), 65535), _conv_tiles(Cout // groups), groups)
+    _conv_kernel("_conv_grad_weight", dwt)[grid, (CONV_TILE, CONV_TILE)](
+        x.reshape(x.size), dy.reshape(dy.size), dwt.reshape(dwt.size),
+        N, H, W, C, OH, OW, Cout, KH, KW, sh, sw, pt, pl, dh, dw, groups)
+
+
+def direct_forward(x, weight, out, e, sh, sw, pt, pl, dh, dw, groups):
+    N, H, W, C = x.shape
+    OH, OW, Cout = out.shape[1], out.shape[2], out.shape[3]
+    _conv_kernel("_direct_forward", out)[blocks(out.size), THREADS](
+        x.reshape(x.size), weight.reshape(weight.size), out.reshape(out.size), e,
+        N, H, W, C, OH, OW, Cout, weight.shape[2], weight.shape[3], sh, sw, pt, pl, dh, dw, groups)
+
+
+def direct_grad_input(dy, weight, dx, e, sh, sw, pt, pl, dh, dw, groups):
+    N, OH, OW, Cout = dy.shape
+    H, W, C = dx.shape[1], dx.shape[2], dx.shape[3]
+    _conv_kernel("_direct_grad_input", dx)[blocks(dx.size), THREADS](
+        dy.reshape(dy.size), weight.reshape(weight.size), dx.reshape(dx.size), e,
+        N, OH, OW, Cout, H, W, C, weight.shape[2], weight.shape[3], sh, sw, pt, pl, dh, dw, groups)
+"""
+
+
+def typed(kernels: str) -> str:
+    """The kernels once per float dtype: `DTYPE` in names and shared arrays becomes float32 / float64."""
+    return "".join(kernels.replace("DTYPE", dtype) for dtype in ("float32", "float64"))
+
+
+CONV_CUDA_SOURCE = CONV_CUDA_LAUNCHERS + typed(CONV_CUDA_KERNELS)
+
+
+def cuda_forward_kernel(cin: int, cout: int, kernel, stride, pads, dilation, groups: int, epilogue) -> CudaKernel:
+    """The CUDA conv_forward (see forward_kernel): conv, and conv_transpose's input gradient."""
+    entry = "direct_forward" if _direct(cin // groups, cout // groups) else "conv_forward"
+    return cuda_hosting(CONV_CUDA_SOURCE, entry, epilogue, (In(0), Param("weight"), OUT),
+                        _geometry(stride, pads, dilation, groups))
+
+
+def cuda_grad_input_kernel(cin: int, cout: int, kernel, stride, pads, dilation, groups: int, epilogue) -> CudaKernel:
+    """The CUDA conv_grad_input (see grad_input_kernel): conv's input gradient, conv_transpose's forward."""
+    entry = "direct_grad_input" if _direct(cin // groups, cout // groups) else "conv_grad_input"
+    return cuda_hosting(CONV_CUDA_SOURCE, entry, epilogue, (In(0), Param("weight"), OUT),
+                        _geometry(stride, pads, dilation, groups))
+
+
+def cuda_grad_weight_kernel(stride, pads, dilation, groups: int) -> CudaKernel:
+    """The CUDA conv_grad_weight from inputs (x, dy) into [cout, cin/groups, kh, kw]."""
+    return cuda_hosting(CONV_CUDA_SOURCE, "conv_grad_weight", None, (In(0), In(1), OUT),
+                        _geometry(stride, pads, dilation, groups))
+
+
 @register
 class Conv(Op):
     """2-D convolution over [channels, height, width]; weight [out, in/groups, kh, kw]."""
@@ -751,6 +1065,11 @@ class Conv(Op):
         pt, _, pl, _ = conv_pads(a)
         epilogue = epilogue or (bias_chain() if a.bias else None)
         return forward_kernel(x.shape[1], a.channels, a.kernel, a.stride, (pt, pl), a.dilation, a.groups, epilogue)
+
+    def cuda(self, a, out, x, epilogue=None):
+        pt, _, pl, _ = conv_pads(a)
+        epilogue = epilogue or (bias_chain("acc") if a.bias else None)
+        return cuda_forward_kernel(x.shape[1], a.channels, a.kernel, a.stride, (pt, pl), a.dilation, a.groups, epilogue)
 
     def grad(self, g, dy):
         a = g.node.attrs
@@ -820,6 +1139,10 @@ class ConvTranspose(Op):
         epilogue = epilogue or (bias_chain() if a.bias else None)
         return grad_input_kernel(a.channels, x.shape[1], a.kernel, a.stride, a.pad, a.dilation, a.groups, epilogue)
 
+    def cuda(self, a, out, x, epilogue=None):
+        epilogue = epilogue or (bias_chain("acc") if a.bias else None)
+        return cuda_grad_input_kernel(a.channels, x.shape[1], a.kernel, a.stride, a.pad, a.dilation, a.groups, epilogue)
+
     def grad(self, g, dy):
         a = g.node.attrs
         x = g.node.inputs[0]
@@ -869,6 +1192,9 @@ class ConvGradInput(_InputGrad):
     def cpu(self, a, out, dy, epilogue=None):
         return grad_input_kernel(out.shape[1], dy.shape[1], a.kernel, a.stride, a.pads, a.dilation, a.groups, epilogue)
 
+    def cuda(self, a, out, dy, epilogue=None):
+        return cuda_grad_input_kernel(out.shape[1], dy.shape[1], a.kernel, a.stride, a.pads, a.dilation, a.groups, epilogue)
+
 
 @register
 class ConvTransposeGradInput(_InputGrad):
@@ -881,6 +1207,9 @@ class ConvTransposeGradInput(_InputGrad):
 
     def cpu(self, a, out, dy, epilogue=None):
         return forward_kernel(dy.shape[1], out.shape[1], a.kernel, a.stride, a.pads, a.dilation, a.groups, epilogue)
+
+    def cuda(self, a, out, dy, epilogue=None):
+        return cuda_forward_kernel(dy.shape[1], out.shape[1], a.kernel, a.stride, a.pads, a.dilation, a.groups, epilogue)
 
 
 @register
@@ -903,3 +1232,6 @@ class ConvGradWeight(Op):
 
     def cpu(self, a, out, x, dy):
         return grad_weight_kernel(x.shape[1], dy.shape[1], a.kernel, a.stride, a.pads, a.dilation, a.groups)
+
+    def cuda(self, a, out, x, dy):
+        return cuda_grad_weight_kernel(a.stride, a.pads, a.dilation, a.groups)

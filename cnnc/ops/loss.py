@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..backend.cpu.kernel import OUT, CpuKernel, In, Value
+from ..backend.cuda.kernel import CudaKernel
 from .base import Attr, Fusion, Op, ShapeError, TensorType, expect_float, integer, optional, register
 
 SCALAR = TensorType((), "float32")
@@ -101,6 +102,210 @@ def pointwise_loss_grad(p, t, dy, dx, kind, wrt):
 """
 
 
+# The same losses on the GPU. Cross-entropy runs one block per row (a row: one
+# example's, or one pixel's, class scores), reducing its max and sum of
+# exponentials as shared-memory trees; the per-row losses and the labelled count
+# are then reduced by one block each. Pointwise losses sum per block, then once
+# more over the blocks. All sums are float64, like the CPU's.
+LOSS_CUDA_SOURCE = """
+LOSS_PARTS = 1024  # blocks of the first reduction pass of a pointwise loss
+
+
+@cuda.jit(device=True)
+def _tree_sum(sm, t, width):
+    # sm[0] = sum(sm[:width]), width a power of two; every thread of the block calls it after a sync.
+    step = width // 2
+    while step > 0:
+        if t < step:
+            sm[t] += sm[t + step]
+        cuda.syncthreads()
+        step //= 2
+
+
+@cuda.jit(device=True)
+def _tree_max(sm, t, width):
+    step = width // 2
+    while step > 0:
+        if t < step:
+            sm[t] = max(sm[t], sm[t + step])
+        cuda.syncthreads()
+        step //= 2
+
+
+@cuda.jit(cache=True)
+def _labelled(t, ignore, count):
+    sm = cuda.shared.array(THREADS, int64)
+    tid = cuda.threadIdx.x
+    width = cuda.blockDim.x
+    k = 0
+    for r in range(tid, t.size, width):
+        if t[r] != ignore:
+            k += 1
+    sm[tid] = k
+    cuda.syncthreads()
+    _tree_sum(sm, tid, width)
+    if tid == 0:
+        count[0] = sm[0]
+
+
+@cuda.jit(cache=True)
+def _ce_rows(x, t, dy, count, losses, g, C, rows, ignore, want_loss, want_grad):
+    sm = cuda.shared.array(THREADS, float64)
+    tid = cuda.threadIdx.x
+    width = cuda.blockDim.x
+    n = count[0]
+    scale = dy[0] / n if n else 0.0
+    for r in range(cuda.blockIdx.x, rows, cuda.gridDim.x):
+        base = r * C
+        label = t[r]
+        if label == ignore:  # the same for every thread of the block
+            if tid == 0:
+                losses[r] = 0.0
+            if want_grad:
+                for j in range(tid, C, width):
+                    g[base + j] = 0.0
+            continue
+        m = -math.inf
+        for j in range(tid, C, width):
+            m = max(m, float64(x[base + j]))
+        sm[tid] = m
+        cuda.syncthreads()
+        _tree_max(sm, tid, width)
+        m = sm[0]
+        cuda.syncthreads()
+        s = 0.0
+        for j in range(tid, C, width):
+            s += math.exp(x[base + j] - m)
+        sm[tid] = s
+        cuda.syncthreads()
+        _tree_sum(sm, tid, width)
+        s = sm[0]
+        cuda.syncthreads()  # sm is refilled by the next row
+        if want_loss and tid == 0:
+            losses[r] = math.log(s) + m - x[base + label]
+        if want_grad:
+            for j in range(tid, C, width):
+                v = math.exp(x[base + j] - m) / s * scale
+                g[base + j] = v - scale if j == label else v
+
+
+@cuda.jit(cache=True)
+def _ce_mean(losses, count, out):
+    sm = cuda.shared.array(THREADS, float64)
+    tid = cuda.threadIdx.x
+    width = cuda.blockDim.x
+    s = 0.0
+    for r in range(tid, losses.size, width):
+        s += losses[r]
+    sm[tid] = s
+    cuda.syncthreads()
+    _tree_sum(sm, tid, width)
+    if tid == 0:
+        out[0] = sm[0] / count[0] if count[0] else math.nan
+
+
+def _width(n):
+    # A power of two from a warp to a full block: threads for n items, one or more each.
+    width = 32
+    while width < n and width < THREADS:
+        width *= 2
+    return width
+
+
+def cross_entropy_with_grad(logits, labels, dy, out, dx, ignore, want_loss, want_grad):
+    C = logits.shape[logits.ndim - 1]  # (the simulator's shapes take no negative index)
+    rows = logits.size // C
+    x = logits.reshape(logits.size)
+    t = labels.reshape(labels.size)
+    g = dx.reshape(dx.size)
+    count = cuda.device_array(1, np.int64)
+    _labelled[1, _width(rows)](t, ignore, count)
+    losses = cuda.device_array(rows, np.float64)
+    _ce_rows[min(rows, 65535), _width(C)](x, t, dy.reshape(dy.size), count, losses, g, C, rows, ignore,
+                                                   want_loss, want_grad)
+    if want_loss:
+        _ce_mean[1, _width(rows)](losses, count, out.reshape(out.size))
+
+
+def cross_entropy(logits, labels, out, ignore):
+    cross_entropy_with_grad(logits, labels, out, out, logits, ignore, True, False)
+
+
+def cross_entropy_grad(logits, labels, dy, dx, ignore):
+    cross_entropy_with_grad(logits, labels, dy, dy, dx, ignore, False, True)
+
+
+@cuda.jit(cache=True)
+def _pointwise_parts(a, b, parts, kind, n):
+    sm = cuda.shared.array(THREADS, float64)
+    tid = cuda.threadIdx.x
+    s = 0.0
+    for i in range(cuda.grid(1), n, cuda.gridsize(1)):
+        if kind == 0:  # mse
+            d = a[i] - b[i]
+            s += d * d
+        else:  # bce with logits: max(x, 0) - x t + log(1 + exp(-|x|))
+            x = a[i]
+            s += max(x, 0.0) - x * b[i] + math.log1p(math.exp(-abs(x)))
+    sm[tid] = s
+    cuda.syncthreads()
+    _tree_sum(sm, tid, THREADS)
+    if tid == 0:
+        parts[cuda.blockIdx.x] = sm[0]
+
+
+@cuda.jit(cache=True)
+def _pointwise_mean(parts, out, n):
+    sm = cuda.shared.array(THREADS, float64)
+    tid = cuda.threadIdx.x
+    width = cuda.blockDim.x
+    s = 0.0
+    for k in range(tid, parts.size, width):
+        s += parts[k]
+    sm[tid] = s
+    cuda.syncthreads()
+    _tree_sum(sm, tid, width)
+    if tid == 0:
+        out[0] = sm[0] / n
+
+
+def pointwise_loss(p, t, out, kind):
+    n = p.size
+    grid = min(blocks(n), LOSS_PARTS)
+    parts = cuda.device_array(grid, np.float64)
+    _pointwise_parts[grid, THREADS](p.reshape(n), t.reshape(n), parts, kind, n)
+    _pointwise_mean[1, _width(grid)](parts, out.reshape(out.size), n)
+
+
+@cuda.jit(cache=True)
+def _pointwise_grad(a, b, dy, g, kind, wrt, n):
+    scale = dy[0] / n
+    for i in range(cuda.grid(1), n, cuda.gridsize(1)):
+        if kind == 0:
+            d = 2.0 * (a[i] - b[i]) * scale
+            g[i] = d if wrt == 0 else -d
+        else:
+            x = a[i]
+            if wrt == 0:
+                s = 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
+                g[i] = (s - b[i]) * scale
+            else:
+                g[i] = -x * scale
+
+
+def pointwise_loss_grad(p, t, dy, dx, kind, wrt):
+    n = p.size
+    _pointwise_grad[blocks(n), THREADS](p.reshape(n), t.reshape(n), dy.reshape(dy.size), dx.reshape(n), kind, wrt, n)
+"""
+
+
+def _kernel(target: str, entry: str, args: tuple):
+    """The CPU or CUDA kernel of a loss entry (both sources define the same entries)."""
+    if target == "cuda":
+        return CudaKernel(LOSS_CUDA_SOURCE, entry, args)
+    return CpuKernel(LOSS_SOURCE, entry, args)
+
+
 @register
 class CrossEntropy(Op):
     """Softmax cross-entropy of logits [C] or [C, H, W] against integer labels [] or [H, W].
@@ -129,16 +334,20 @@ class CrossEntropy(Op):
         return 4 * logits.sample_elements()
 
     def cpu(self, a, out, logits, labels):
-        return CpuKernel(LOSS_SOURCE, "cross_entropy", (In(0), In(1), OUT, _ignore(a)))
+        return _kernel("cpu", "cross_entropy", (In(0), In(1), OUT, _ignore(a)))
+
+    def cuda(self, a, out, logits, labels):
+        return _kernel("cuda", "cross_entropy", (In(0), In(1), OUT, _ignore(a)))
 
     def grad(self, g, dy):
         g.input_grad(0, g.apply("cross_entropy_grad", [g.node.inputs[0], g.node.inputs[1], dy], ignore=g.node.attrs["ignore"]))
 
 
-def cross_entropy_with_grad_kernel(loss, grad) -> CpuKernel:
-    """cross_entropy and cross_entropy_grad (nodes) of the same logits and labels as one kernel."""
-    return CpuKernel(
-        LOSS_SOURCE,
+def cross_entropy_with_grad_kernel(loss, grad, target: str = "cpu"):
+    """cross_entropy and cross_entropy_grad (nodes) of the same logits and labels as one kernel
+    (a CpuKernel, or a CudaKernel for target "cuda")."""
+    return _kernel(
+        target,
         "cross_entropy_with_grad",
         (In(0), In(1), Value(grad.inputs[2], flat=False), Value(loss.name, flat=False), Value(grad.name, flat=False),
          _ignore(loss.attrs), True, True),
@@ -162,7 +371,10 @@ class CrossEntropyGrad(Op):
         return logits
 
     def cpu(self, a, out, logits, labels, dy):
-        return CpuKernel(LOSS_SOURCE, "cross_entropy_grad", (In(0), In(1), In(2), OUT, _ignore(a)))
+        return _kernel("cpu", "cross_entropy_grad", (In(0), In(1), In(2), OUT, _ignore(a)))
+
+    def cuda(self, a, out, logits, labels, dy):
+        return _kernel("cuda", "cross_entropy_grad", (In(0), In(1), In(2), OUT, _ignore(a)))
 
 
 class _PointwiseLoss(Op):
@@ -182,7 +394,10 @@ class _PointwiseLoss(Op):
     kind = 0
 
     def cpu(self, a, out, pred, target):
-        return CpuKernel(LOSS_SOURCE, "pointwise_loss", (In(0), In(1), OUT, self.kind))
+        return _kernel("cpu", "pointwise_loss", (In(0), In(1), OUT, self.kind))
+
+    def cuda(self, a, out, pred, target):
+        return _kernel("cuda", "pointwise_loss", (In(0), In(1), OUT, self.kind))
 
     def grad(self, g, dy):
         for wrt in (0, 1):
@@ -203,7 +418,10 @@ class PointwiseLossGrad(Op):
         return (pred, target)[a.wrt]
 
     def cpu(self, a, out, pred, target, dy):
-        return CpuKernel(LOSS_SOURCE, "pointwise_loss_grad", (In(0), In(1), In(2), OUT, a.kind, a.wrt))
+        return _kernel("cpu", "pointwise_loss_grad", (In(0), In(1), In(2), OUT, a.kind, a.wrt))
+
+    def cuda(self, a, out, pred, target, dy):
+        return _kernel("cuda", "pointwise_loss_grad", (In(0), In(1), In(2), OUT, a.kind, a.wrt))
 
 
 @register

@@ -9,6 +9,7 @@ inputs instead of keeping state between kernels.
 from __future__ import annotations
 
 from ..backend.cpu.kernel import FLAT_OUT, RNG, TRAINING, CpuKernel, In, NodeParam, Param, Value
+from ..backend.cuda.kernel import CudaKernel
 from .base import Attr, Expr, Fusion, Op, ShapeError, TensorType, boolean, expect_float, param, positive_number, probability, register
 
 # Buffers are [rows, C] with channels last for both [N, C] and NHWC [N, H, W, C],
@@ -193,6 +194,206 @@ def batchnorm_grad_weight(x, dy, running_mean, running_var, training, dw, c, eps
 """
 
 
+# The same statistics on the GPU. Partial sums (float64) come from 2-D blocks of
+# BN_TILE_C channels by BN_TILE_R rows, so neighbouring threads read neighbouring
+# channels (coalesced); each block reduces its rows as a shared-memory tree and
+# writes one partial per channel, and a second kernel (one thread per channel)
+# adds the chunks' partials and derives the per-channel constants.
+BATCHNORM_CUDA_SOURCE = """
+BN_TILE_C = 32
+BN_TILE_R = 8
+BN_SUMS = 4
+
+
+def _bn_chunks(rows):
+    # Row chunks of the partial sums: enough blocks to fill a GPU, each thread summing many rows.
+    return max(1, min(256, rows // 512))
+
+
+@cuda.jit(cache=True)
+def _bn_partial_sums(x, dy, shift, part, C, rows, per_chunk, with_dy):
+    # part[chunk, :, c] = sums over the chunk's rows of (x - s), (x - s)^2, dy, dy * (x - s).
+    sm = cuda.shared.array((BN_SUMS, BN_TILE_R, BN_TILE_C), float64)
+    tx = cuda.threadIdx.x
+    ty = cuda.threadIdx.y
+    c = cuda.blockIdx.x * cuda.blockDim.x + tx
+    chunk = cuda.blockIdx.y
+    s1 = 0.0
+    s2 = 0.0
+    s3 = 0.0
+    s4 = 0.0
+    if c < C:
+        sh = float64(shift[c])
+        lo = chunk * per_chunk
+        hi = min(rows, lo + per_chunk)
+        for r in range(lo + ty, hi, BN_TILE_R):
+            d = float64(x[r * C + c]) - sh
+            s1 += d
+            s2 += d * d
+            if with_dy:
+                g = float64(dy[r * C + c])
+                s3 += g
+                s4 += g * d
+    sm[0, ty, tx] = s1
+    sm[1, ty, tx] = s2
+    sm[2, ty, tx] = s3
+    sm[3, ty, tx] = s4
+    cuda.syncthreads()
+    step = BN_TILE_R // 2
+    while step > 0:
+        if ty < step:
+            for k in range(BN_SUMS):
+                sm[k, ty, tx] += sm[k, ty + step, tx]
+        cuda.syncthreads()
+        step //= 2
+    if ty == 0 and c < C:
+        for k in range(BN_SUMS):
+            part[chunk, k, c] = sm[k, 0, tx]
+
+
+def _bn_partials(x, dy, shift, C, with_dy):
+    rows = x.size // C
+    chunks = _bn_chunks(rows)
+    per_chunk = (rows + chunks - 1) // chunks
+    part = cuda.device_array((chunks, BN_SUMS, C), np.float64)
+    tile = min(C, BN_TILE_C)  # fewer channels than a tile: no idle columns
+    grid = ((C + tile - 1) // tile, chunks)
+    _bn_partial_sums[grid, (tile, BN_TILE_R)](x, dy, shift, part, C, rows, per_chunk, with_dy)
+    return part, chunks, rows
+
+
+@cuda.jit(cache=True)
+def _bn_constants(part, chunks, x, weight, bias, running_mean, running_var, m, s, b, C, rows, eps, momentum,
+                  affine, train):
+    for c in range(cuda.grid(1), C, cuda.gridsize(1)):
+        if train:
+            s1 = 0.0
+            s2 = 0.0
+            for t in range(chunks):
+                s1 += part[t, 0, c]
+                s2 += part[t, 1, c]
+            d = s1 / rows
+            mean = float64(x[c]) + d
+            var = max(s2 / rows - d * d, 0.0)
+            # The running variance is unbiased (one row per channel keeps the biased one, zero).
+            unbias = rows / (rows - 1.0) if rows > 1 else 1.0
+            running_mean[c] = (1.0 - momentum) * running_mean[c] + momentum * mean
+            running_var[c] = (1.0 - momentum) * running_var[c] + momentum * var * unbias
+        else:
+            mean = float64(running_mean[c])
+            var = float64(running_var[c])
+        w = float64(weight[c]) if affine else 1.0
+        m[c] = mean
+        s[c] = w / math.sqrt(var + eps)
+        b[c] = bias[c] if affine else 0.0
+
+
+def batch_constants(x, weight, bias, running_mean, running_var, training, C, eps, momentum, affine):
+    # Per-channel (m, s, b) in x's dtype with y = (x - m) * s + b: the batch statistics in
+    # training (updating the running ones), the running statistics in eval mode.
+    train = int(training[0]) != 0
+    if train:
+        part, chunks, rows = _bn_partials(x, x, x[:C], C, False)
+    else:
+        part, chunks, rows = cuda.device_array((1, BN_SUMS, C), np.float64), 0, x.size // C
+    m = cuda.device_array(C, x.dtype)
+    s = cuda.device_array(C, x.dtype)
+    b = cuda.device_array(C, x.dtype)
+    _bn_constants[blocks(C, 32), 32](part, chunks, x, weight, bias, running_mean, running_var, m, s, b, C, rows,
+                                      eps, momentum, affine, train)
+    return m, s, b
+
+
+@cuda.jit(cache=True)
+def _bn_apply(o, x, m, s, b, C, n):
+    for i in range(cuda.grid(1), n, cuda.gridsize(1)):
+        c = i % C
+        o[i] = (x[i] - m[c]) * s[c] + b[c]
+
+
+def batchnorm(x, weight, bias, running_mean, running_var, training, out, C, eps, momentum, affine):
+    m, s, b = batch_constants(x, weight, bias, running_mean, running_var, training, C, eps, momentum, affine)
+    _bn_apply[blocks(out.size), THREADS](out, x, m, s, b, C, out.size)
+
+
+@cuda.jit(cache=True)
+def _bn_grad_constants(part, chunks, shift, weight, running_var, dw, db, m, a, k, b, C, rows, eps, affine, train,
+                       want_dw, want_db):
+    # As the CPU's batchnorm_grads: dx = dy * a + (x - m) * k + b per channel.
+    for c in range(cuda.grid(1), C, cuda.gridsize(1)):
+        s1 = 0.0
+        s2 = 0.0
+        s3 = 0.0
+        s4 = 0.0
+        for t in range(chunks):
+            s1 += part[t, 0, c]
+            s2 += part[t, 1, c]
+            s3 += part[t, 2, c]
+            s4 += part[t, 3, c]
+        d = 0.0
+        var = float64(running_var[c])
+        if train:
+            d = s1 / rows
+            var = max(s2 / rows - d * d, 0.0)
+        inv = 1.0 / math.sqrt(var + eps)
+        if want_dw:
+            dw[c] = (s4 - d * s3) * inv
+        if want_db:
+            db[c] = s3
+        w = float64(weight[c]) if affine else 1.0
+        m[c] = float64(shift[c]) + d
+        a[c] = w * inv
+        if train:
+            dy_mean = s3 / rows
+            dyxc_mean = s4 / rows - d * dy_mean
+            k[c] = -w * inv * inv * inv * dyxc_mean
+            b[c] = -w * inv * dy_mean
+        else:
+            k[c] = 0.0
+            b[c] = 0.0
+
+
+@cuda.jit(cache=True)
+def _bn_grad_input(x, dy, dx, m, a, k, b, C, n):
+    for i in range(cuda.grid(1), n, cuda.gridsize(1)):
+        c = i % C
+        dx[i] = dy[i] * a[c] + (x[i] - m[c]) * k[c] + b[c]
+
+
+def batchnorm_grads(x, dy, weight, running_mean, running_var, training, dx, dw, db, C, eps, affine, want_dx, want_dw,
+                    want_db):
+    # The wanted gradients from one reduction pass: the sums, the per-channel constants, then dx.
+    train = int(training[0]) != 0
+    shift = x[:C] if train else running_mean
+    part, chunks, rows = _bn_partials(x, dy, shift, C, True)
+    m = cuda.device_array(C, dy.dtype)
+    a = cuda.device_array(C, dy.dtype)
+    k = cuda.device_array(C, dy.dtype)
+    b = cuda.device_array(C, dy.dtype)
+    _bn_grad_constants[blocks(C, 32), 32](part, chunks, shift, weight, running_var, dw, db, m, a, k, b, C, rows, eps,
+                                           affine, train, want_dw, want_db)
+    if want_dx:
+        _bn_grad_input[blocks(dy.size), THREADS](x, dy, dx, m, a, k, b, C, dy.size)
+
+
+def batchnorm_grad_input(x, dy, weight, running_mean, running_var, training, dx, C, eps, affine):
+    batchnorm_grads(x, dy, weight, running_mean, running_var, training, dx, running_var, running_var, C, eps, affine,
+                    True, False, False)
+
+
+def batchnorm_grad_weight(x, dy, running_mean, running_var, training, dw, C, eps):
+    batchnorm_grads(x, dy, running_var, running_mean, running_var, training, dy, dw, dw, C, eps, False,
+                    False, True, False)
+"""
+
+
+def _target_kernel(target: str, entry: str, args: tuple):
+    """The CPU or CUDA kernel of one of the batchnorm entries (both sources define the same entries)."""
+    if target == "cuda":
+        return CudaKernel(BATCHNORM_CUDA_SOURCE, entry, args)
+    return CpuKernel(BATCHNORM_SOURCE, entry, args)
+
+
 def _channels(x: TensorType) -> int:
     return x.shape[1]
 
@@ -237,11 +438,16 @@ class BatchNorm(Op):
         return 2 * out.sample_elements()
 
     def cpu(self, a, out, x):
+        return self._kernel("cpu", a, x)
+
+    def cuda(self, a, out, x):
+        return self._kernel("cuda", a, x)
+
+    def _kernel(self, target, a, x):
         # Without affine the weight and bias slots get an unused stand-in.
-        weight = Param("weight") if a.affine else Param("running_var")
-        bias = Param("bias") if a.affine else Param("running_mean")
-        return CpuKernel(
-            BATCHNORM_SOURCE,
+        weight, bias = _affine_params(a)
+        return _target_kernel(
+            target,
             "batchnorm",
             (In(0, flat=True), weight, bias, Param("running_mean"), Param("running_var"), TRAINING, FLAT_OUT,
              _channels(x), a.eps, a.momentum, a.affine),
@@ -275,9 +481,15 @@ class BatchNormGradInput(Op):
         return x
 
     def cpu(self, a, out, x, dy):
+        return self._kernel("cpu", a, x)
+
+    def cuda(self, a, out, x, dy):
+        return self._kernel("cuda", a, x)
+
+    def _kernel(self, target, a, x):
         weight = Param("weight") if a.affine else Param("running_var")
-        return CpuKernel(
-            BATCHNORM_SOURCE,
+        return _target_kernel(
+            target,
             "batchnorm_grad_input",
             (In(0, flat=True), In(1, flat=True), weight, Param("running_mean"), Param("running_var"), TRAINING,
              FLAT_OUT, _channels(x), a.eps, a.affine),
@@ -298,8 +510,14 @@ class BatchNormGradWeight(Op):
         return TensorType((x.shape[1],), x.dtype)
 
     def cpu(self, a, out, x, dy):
-        return CpuKernel(
-            BATCHNORM_SOURCE,
+        return self._kernel("cpu", a, x)
+
+    def cuda(self, a, out, x, dy):
+        return self._kernel("cuda", a, x)
+
+    def _kernel(self, target, a, x):
+        return _target_kernel(
+            target,
             "batchnorm_grad_weight",
             (In(0, flat=True), In(1, flat=True), Param("running_mean"), Param("running_var"), TRAINING, FLAT_OUT,
              _channels(x), a.eps),
@@ -341,9 +559,13 @@ class BatchNormInference(Op):
     def cpu(self, a, out, x):
         return BatchNorm().cpu(a, out, x)  # reads the mode flag, which is 0 in eval mode
 
+    def cuda(self, a, out, x):
+        return BatchNorm().cuda(a, out, x)
 
-def batchnorm_grads_kernel(graph, members) -> CpuKernel:
-    """batchnorm_grad_input, batchnorm_grad_weight and bias_grad (nodes) of one layer as one kernel."""
+
+def batchnorm_grads_kernel(graph, members, target: str = "cpu"):
+    """batchnorm_grad_input, batchnorm_grad_weight and bias_grad (nodes) of one layer as one kernel
+    (a CpuKernel, or a CudaKernel for target "cuda")."""
     by_op = {graph[m].op.name: graph[m] for m in members}
     first = by_op.get("batchnorm_grad_input") or by_op["batchnorm_grad_weight"]
     x, dy = first.inputs
@@ -354,8 +576,8 @@ def batchnorm_grads_kernel(graph, members) -> CpuKernel:
     dw = Value(by_op["batchnorm_grad_weight"].name) if "batchnorm_grad_weight" in by_op else NodeParam(first.name, "running_var")
     db = Value(by_op["bias_grad"].name) if "bias_grad" in by_op else NodeParam(first.name, "running_var")
     weight = NodeParam(first.name, "weight") if affine and "weight" in first.params else NodeParam(first.name, "running_var")
-    return CpuKernel(
-        BATCHNORM_SOURCE,
+    return _target_kernel(
+        target,
         "batchnorm_grads",
         (Value(x), Value(dy), weight, NodeParam(first.name, "running_mean"), NodeParam(first.name, "running_var"),
          TRAINING, dx, dw, db, graph[x].type.shape[1], a["eps"], affine,
@@ -396,8 +618,50 @@ def dropout(x, rng, training, out, p):
 """
 
 
-def _dropout_kernel(a) -> CpuKernel:
-    return CpuKernel(DROPOUT_SOURCE, "dropout", (In(0, flat=True), RNG, TRAINING, FLAT_OUT, a.p))
+# The same mask on the GPU: each thread hashes its own element indices. The launcher
+# reads the host RNG array and mode flag and passes them on as scalars.
+DROPOUT_CUDA_SOURCE = """
+@cuda.jit(device=True)
+def _mix64(z):
+    z = (z ^ (z >> uint64(30))) * uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> uint64(27))) * uint64(0x94D049BB133111EB)
+    return z ^ (z >> uint64(31))
+
+
+@cuda.jit(cache=True)
+def _dropout(x, out, seed, step, key, threshold, scale, n):
+    golden = uint64(0x9E3779B97F4A7C15)
+    base = _mix64(_mix64(_mix64(seed + golden) ^ step) ^ key)
+    for i in range(cuda.grid(1), n, cuda.gridsize(1)):
+        h = _mix64(base + uint64(i + 1) * golden)
+        if (h >> uint64(11)) < threshold:
+            out[i] = 0.0
+        else:
+            out[i] = float64(x[i]) * scale
+
+
+@cuda.jit(cache=True)
+def _dropout_copy(x, out, n):
+    for i in range(cuda.grid(1), n, cuda.gridsize(1)):
+        out[i] = x[i]
+
+
+def dropout(x, rng, training, out, p):
+    n = out.size
+    if int(training[0]) == 0 or p == 0.0:
+        _dropout_copy[blocks(n), THREADS](x, out, n)
+        return
+    threshold = np.uint64(int(p * 9007199254740992.0))  # p * 2^53, truncated as the CPU does
+    seed, step, key = (np.uint64(v) for v in rng[:3])
+    _dropout[blocks(n), THREADS](x, out, seed, step, key, threshold, 1.0 / (1.0 - p), n)
+"""
+
+
+def _dropout_kernel(a, target: str = "cpu"):
+    args = (In(0, flat=True), RNG, TRAINING, FLAT_OUT, a.p)
+    if target == "cuda":
+        return CudaKernel(DROPOUT_CUDA_SOURCE, "dropout", args)
+    return CpuKernel(DROPOUT_SOURCE, "dropout", args)
 
 
 @register
@@ -414,6 +678,9 @@ class Dropout(Op):
 
     def cpu(self, a, out, x):
         return _dropout_kernel(a)
+
+    def cuda(self, a, out, x):
+        return _dropout_kernel(a, "cuda")
 
     def grad(self, g, dy):
         # The same kernel on dy with the forward node's random stream: the same mask.
@@ -434,3 +701,6 @@ class DropoutGrad(Op):
 
     def cpu(self, a, out, dy):
         return _dropout_kernel(a)
+
+    def cuda(self, a, out, dy):
+        return _dropout_kernel(a, "cuda")

@@ -2,13 +2,16 @@
 
 Max pooling has its own kernels. The average pools are separable linear maps
 of the input (see LINEAR_MAP_SOURCE, which resizing shares), so one pair of
-kernels serves all of them and their gradients.
+kernels serves all of them and their gradients. Each family has a CUDA source
+beside its CPU one (MAXPOOL_CUDA_SOURCE, LINEAR_MAP_CUDA_SOURCE,
+GLOBAL_GRAD_CUDA_SOURCE).
 """
 
 from __future__ import annotations
 
 from ..backend.cpu.fused import hosting
-from ..backend.cpu.kernel import OUT, CpuKernel, In
+from ..backend.cpu.kernel import FLAT_OUT, OUT, CpuKernel, In
+from ..backend.cuda.kernel import CudaKernel
 from .base import (
     Attr,
     Fusion,
@@ -326,6 +329,247 @@ def upsample_grad(dy, dx, bilinear, align):
 """
 
 
+# CUDA: one thread per output element (NHWC, so neighbouring threads read
+# neighbouring channels), in a grid-stride loop. The gradient gathers: each
+# thread owns one input element and adds dy from every window whose first
+# maximum (in window order; a NaN wins) sits there, which is the position the
+# CPU kernel's ordered walk picks, so ties resolve the same way.
+MAXPOOL_CUDA_SOURCE = """
+@cuda.jit(device=True)
+def _window_argmax(x, b, ch, y0, x0, kh, kw, dh, dw, H, W):
+    # The window's maximum and the flat (row * W + column) position of its first occurrence.
+    m = -math.inf
+    best = -1
+    for ky in range(kh):
+        iy = y0 + ky * dh
+        if iy < 0 or iy >= H:
+            continue
+        for kx in range(kw):
+            ix = x0 + kx * dw
+            if ix < 0 or ix >= W:
+                continue
+            v = x[b, iy, ix, ch]
+            if best < 0 or v > m or (v != v and m == m):
+                m = v
+                best = iy * W + ix
+    return m, best
+
+
+@cuda.jit(cache=True)
+def _maxpool(x, out, kh, kw, sh, sw, ph, pw, dh, dw):
+    N, H, W, C = x.shape
+    OH = out.shape[1]
+    OW = out.shape[2]
+    for i in range(cuda.grid(1), N * OH * OW * C, cuda.gridsize(1)):
+        ch = i % C
+        t = i // C
+        ox = t % OW
+        t //= OW
+        oy = t % OH
+        b = t // OH
+        m, _ = _window_argmax(x, b, ch, oy * sh - ph, ox * sw - pw, kh, kw, dh, dw, H, W)
+        out[b, oy, ox, ch] = m
+
+
+@cuda.jit(cache=True)
+def _maxpool_grad(x, dy, dx, kh, kw, sh, sw, ph, pw, dh, dw):
+    N, H, W, C = x.shape
+    OH = dy.shape[1]
+    OW = dy.shape[2]
+    for i in range(cuda.grid(1), N * H * W * C, cuda.gridsize(1)):
+        ch = i % C
+        t = i // C
+        ix = t % W
+        t //= W
+        iy = t % H
+        b = t // H
+        here = iy * W + ix
+        acc = 0.0
+        for ky in range(kh):
+            ty = iy + ph - ky * dh  # the window row start that puts tap ky on iy
+            if ty < 0 or ty % sh != 0 or ty // sh >= OH:
+                continue
+            oy = ty // sh
+            for kx in range(kw):
+                tx = ix + pw - kx * dw
+                if tx < 0 or tx % sw != 0 or tx // sw >= OW:
+                    continue
+                ox = tx // sw
+                _, best = _window_argmax(x, b, ch, oy * sh - ph, ox * sw - pw, kh, kw, dh, dw, H, W)
+                if best == here:
+                    acc += dy[b, oy, ox, ch]
+        dx[b, iy, ix, ch] = acc
+
+
+def maxpool(x, out, kh, kw, sh, sw, ph, pw, dh, dw):
+    _maxpool[blocks(out.size), THREADS](x, out, kh, kw, sh, sw, ph, pw, dh, dw)
+
+
+def maxpool_grad(x, dy, dx, kh, kw, sh, sw, ph, pw, dh, dw):
+    _maxpool_grad[blocks(dx.size), THREADS](x, dy, dx, kh, kw, sh, sw, ph, pw, dh, dw)
+"""
+
+# CUDA form of the separable linear maps: the same per-axis compressed rows,
+# built on the host (the same arithmetic as the CPU's axis builders) once per
+# shape and kept on the device; one thread per output element then gathers
+# its taps. Gradients use the transposed axis matrices, so every thread
+# gathers into its own input element and nothing is scattered.
+LINEAR_MAP_CUDA_SOURCE = """
+_axes = {}  # (kind, arguments, transposed, dtype) -> device (ptr, idx, wt)
+
+
+def _window_axis(size, m, kernel, stride, pad, count_pad):
+    ptr, idx, wt = [0], [], []
+    for o in range(m):
+        lo = o * stride - pad
+        hi = min(lo + kernel, size + pad)
+        divisor = hi - lo if count_pad else min(hi, size) - max(lo, 0)
+        for i in range(max(lo, 0), min(hi, size)):
+            idx.append(i)
+            wt.append(1.0 / divisor)
+        ptr.append(len(idx))
+    return ptr, idx, wt
+
+
+def _adaptive_axis(size, m):
+    ptr, idx, wt = [0], [], []
+    for o in range(m):
+        lo = (o * size) // m
+        hi = ((o + 1) * size + m - 1) // m
+        for i in range(lo, hi):
+            idx.append(i)
+            wt.append(1.0 / (hi - lo))
+        ptr.append(len(idx))
+    return ptr, idx, wt
+
+
+def _nearest_axis(size, m):
+    # In float32, as PyTorch computes it (see the CPU kernel).
+    scale = np.float32(size) / np.float32(m)
+    idx = [min(math.floor(np.float32(o) * scale), size - 1) for o in range(m)]
+    return list(range(m + 1)), idx, [1.0] * m
+
+
+def _bilinear_axis(size, m, align):
+    ptr, idx, wt = [0], [], []
+    if align:
+        scale = (size - 1) / (m - 1) if m > 1 else 0.0
+    else:
+        scale = size / m
+    for o in range(m):
+        real = scale * o if align else max(scale * (o + 0.5) - 0.5, 0.0)
+        i = min(math.floor(real), size - 1)
+        lam = min(max(real - i, 0.0), 1.0)
+        if i < size - 1 and lam > 0.0:
+            idx += [i, i + 1]
+            wt += [1.0 - lam, lam]
+        else:
+            idx.append(i)
+            wt.append(1.0)
+        ptr.append(len(idx))
+    return ptr, idx, wt
+
+
+_BUILDERS = {"window": _window_axis, "adaptive": _adaptive_axis, "nearest": _nearest_axis, "bilinear": _bilinear_axis}
+
+
+def _transpose(ptr, idx, wt, size):
+    # For each input index, the outputs reading it, in output order.
+    rows = [[] for _ in range(size)]
+    for o in range(len(ptr) - 1):
+        for p in range(ptr[o], ptr[o + 1]):
+            rows[idx[p]].append((o, wt[p]))
+    tptr, tidx, twt = [0], [], []
+    for row in rows:
+        tidx += [o for o, _ in row]
+        twt += [w for _, w in row]
+        tptr.append(len(tidx))
+    return tptr, tidx, twt
+
+
+def _axis(kind, args, grad, dtype):
+    # args start with (input size, output size) of the forward map.
+    key = (kind, args, grad, np.dtype(dtype).str)
+    found = _axes.get(key)
+    if found is None:
+        ptr, idx, wt = _BUILDERS[kind](*args)
+        if grad:
+            ptr, idx, wt = _transpose(ptr, idx, wt, args[0])
+        found = (
+            cuda.to_device(np.array(ptr, np.int64)),
+            cuda.to_device(np.array(idx + [0], np.int64)),  # never empty
+            cuda.to_device(np.array(wt + [0.0], np.float64).astype(dtype)),
+        )
+        _axes[key] = found
+    return found
+
+
+@cuda.jit(cache=True)
+def _separable(x, out, yptr, yidx, ywt, xptr, xidx, xwt):
+    C = x.shape[3]
+    N = out.shape[0]
+    OH = out.shape[1]
+    OW = out.shape[2]
+    for i in range(cuda.grid(1), N * OH * OW * C, cuda.gridsize(1)):
+        ch = i % C
+        t = i // C
+        ox = t % OW
+        t //= OW
+        oy = t % OH
+        b = t // OH
+        acc = 0.0
+        for p in range(yptr[oy], yptr[oy + 1]):
+            iy = yidx[p]
+            wy = ywt[p]
+            for q in range(xptr[ox], xptr[ox + 1]):
+                acc += wy * xwt[q] * x[b, iy, xidx[q], ch]
+        out[b, oy, ox, ch] = acc
+
+
+def _map(x, out, kind, y_args, x_args, grad):
+    yptr, yidx, ywt = _axis(kind, y_args, grad, x.dtype)
+    xptr, xidx, xwt = _axis(kind, x_args, grad, x.dtype)
+    _separable[blocks(out.size), THREADS](x, out, yptr, yidx, ywt, xptr, xidx, xwt)
+
+
+def avgpool(x, out, kh, kw, sh, sw, ph, pw, count_pad):
+    y_args = (x.shape[1], out.shape[1], kh, sh, ph, count_pad)
+    _map(x, out, "window", y_args, (x.shape[2], out.shape[2], kw, sw, pw, count_pad), False)
+
+
+def avgpool_grad(dy, dx, kh, kw, sh, sw, ph, pw, count_pad):
+    y_args = (dx.shape[1], dy.shape[1], kh, sh, ph, count_pad)
+    _map(dy, dx, "window", y_args, (dx.shape[2], dy.shape[2], kw, sw, pw, count_pad), True)
+
+
+def adaptive_avgpool(x, out):
+    _map(x, out, "adaptive", (x.shape[1], out.shape[1]), (x.shape[2], out.shape[2]), False)
+
+
+def adaptive_avgpool_grad(dy, dx):
+    _map(dy, dx, "adaptive", (dx.shape[1], dy.shape[1]), (dx.shape[2], dy.shape[2]), True)
+
+
+def _resample_args(bilinear, align, size, m):
+    return ("bilinear", (size, m, bool(align))) if bilinear else ("nearest", (size, m))
+
+
+def _resample(x, out, source, result, bilinear, align, grad):
+    # source, result: the forward map's input and output (x and out, or dx and dy for the gradient).
+    kind, y_args = _resample_args(bilinear, align, source.shape[1], result.shape[1])
+    _, x_args = _resample_args(bilinear, align, source.shape[2], result.shape[2])
+    _map(x, out, kind, y_args, x_args, grad)
+
+
+def upsample(x, out, bilinear, align):
+    _resample(x, out, x, out, bilinear, align, False)
+
+
+def upsample_grad(dy, dx, bilinear, align):
+    _resample(dy, dx, dx, dy, bilinear, align, True)
+"""
+
+
 class _WindowPool(Op):
     """Shared shape rule of the sliding-window pools (stride defaults to the kernel)."""
 
@@ -377,6 +621,10 @@ class MaxPool(_WindowPool):
         kernel, stride = self.window(a)
         return CpuKernel(MAXPOOL_SOURCE, "maxpool", (In(0), OUT, *kernel, *stride, *a.pad, *a.dilation))
 
+    def cuda(self, a, out, x):
+        kernel, stride = self.window(a)
+        return CudaKernel(MAXPOOL_CUDA_SOURCE, "maxpool", (In(0), OUT, *kernel, *stride, *a.pad, *a.dilation))
+
     def grad(self, g, dy):
         if g.needs_input_grad(0):
             attrs = self.grad_attrs(g)
@@ -399,6 +647,9 @@ class MaxPoolGrad(Op):
     def cpu(self, a, out, x, dy):
         return CpuKernel(MAXPOOL_SOURCE, "maxpool_grad", (In(0), In(1), OUT, *a.kernel, *a.stride, *a.pad, *a.dilation))
 
+    def cuda(self, a, out, x, dy):
+        return CudaKernel(MAXPOOL_CUDA_SOURCE, "maxpool_grad", (In(0), In(1), OUT, *a.kernel, *a.stride, *a.pad, *a.dilation))
+
 
 @register
 class AvgPool(_WindowPool):
@@ -416,6 +667,10 @@ class AvgPool(_WindowPool):
     def cpu(self, a, out, x):
         kernel, stride = self.window(a)
         return CpuKernel(LINEAR_MAP_SOURCE, "avgpool", (In(0), OUT, *kernel, *stride, *a.pad, int(a.count_pad)))
+
+    def cuda(self, a, out, x):
+        kernel, stride = self.window(a)
+        return CudaKernel(LINEAR_MAP_CUDA_SOURCE, "avgpool", (In(0), OUT, *kernel, *stride, *a.pad, int(a.count_pad)))
 
     def grad(self, g, dy):
         if g.needs_input_grad(0):
@@ -445,6 +700,9 @@ class AvgPoolGrad(_ToInputSize):
     def cpu(self, a, out, dy):
         return CpuKernel(LINEAR_MAP_SOURCE, "avgpool_grad", (In(0), OUT, *a.kernel, *a.stride, *a.pad, int(a.count_pad)))
 
+    def cuda(self, a, out, dy):
+        return CudaKernel(LINEAR_MAP_CUDA_SOURCE, "avgpool_grad", (In(0), OUT, *a.kernel, *a.stride, *a.pad, int(a.count_pad)))
+
 
 @register
 class GlobalAvgPool(Op):
@@ -463,6 +721,9 @@ class GlobalAvgPool(Op):
 
     def cpu(self, a, out, x):
         return CpuKernel(LINEAR_MAP_SOURCE, "adaptive_avgpool", (In(0), OUT))  # one window: the whole image
+
+    def cuda(self, a, out, x):
+        return CudaKernel(LINEAR_MAP_CUDA_SOURCE, "adaptive_avgpool", (In(0), OUT))
 
     def grad(self, g, dy):
         if g.needs_input_grad(0):
@@ -487,6 +748,20 @@ def global_avgpool_grad(dy, dx, e):
             _epilogue(dxf, base, base + C, C, e)
 """
 
+# One thread per dx element (flat NHWC): its channel's dy / (H * W), stored through the epilogue.
+GLOBAL_GRAD_CUDA_SOURCE = """
+@cuda.jit(cache=True)
+def _global_avgpool_grad(dy, dx, e, C, hw, n):
+    inv = 1.0 / hw
+    for i in range(cuda.grid(1), n, cuda.gridsize(1)):
+        c = i % C
+        _epilogue(dx, i, c, dy[(i // (hw * C)) * C + c] * inv, e)
+
+
+def global_avgpool_grad(dy, dx, e, C, hw):
+    _global_avgpool_grad[blocks(dx.size), THREADS](dy, dx, e, C, hw, dx.size)
+"""
+
 
 @register
 class GlobalAvgPoolGrad(_ToInputSize):
@@ -498,6 +773,12 @@ class GlobalAvgPoolGrad(_ToInputSize):
 
     def cpu(self, a, out, dy, epilogue=None):
         return hosting(GLOBAL_GRAD_SOURCE, "global_avgpool_grad", epilogue, (In(0), OUT), ())
+
+    def cuda(self, a, out, dy, epilogue=None):
+        from ..backend.cuda.fused import hosting as cuda_hosting
+
+        hw = a.in_size[0] * a.in_size[1]
+        return cuda_hosting(GLOBAL_GRAD_CUDA_SOURCE, "global_avgpool_grad", epilogue, (In(0, flat=True), FLAT_OUT), (dy.shape[1], hw))
 
 
 @register
@@ -519,6 +800,9 @@ class AdaptiveAvgPool(Op):
     def cpu(self, a, out, x):
         return CpuKernel(LINEAR_MAP_SOURCE, "adaptive_avgpool", (In(0), OUT))
 
+    def cuda(self, a, out, x):
+        return CudaKernel(LINEAR_MAP_CUDA_SOURCE, "adaptive_avgpool", (In(0), OUT))
+
     def grad(self, g, dy):
         if g.needs_input_grad(0):
             x = g.type_of(g.node.inputs[0])
@@ -534,3 +818,6 @@ class AdaptiveAvgPoolGrad(_ToInputSize):
 
     def cpu(self, a, out, dy):
         return CpuKernel(LINEAR_MAP_SOURCE, "adaptive_avgpool_grad", (In(0), OUT))
+
+    def cuda(self, a, out, dy):
+        return CudaKernel(LINEAR_MAP_CUDA_SOURCE, "adaptive_avgpool_grad", (In(0), OUT))

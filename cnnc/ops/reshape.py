@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 
-from ..backend.cpu.kernel import OUT, CpuKernel, In
+from ..backend.cpu.kernel import FLAT_OUT, OUT, CpuKernel, In
+from ..backend.cuda.kernel import CudaKernel
 from ..backend.layout import is_channels_last
 from .base import Attr, Fusion, Op, ShapeError, TensorType, int_list, register
 from ..graph import BATCH
@@ -33,6 +34,28 @@ def reshape(x, out, in_chw, ic, ih, iw, out_chw, oc, oh, ow):
             of[s, dst] = xf[s, src]
 """
 
+# CUDA: one thread per output element (flat), which finds its logical index and
+# reads the input element holding it, so writes are coalesced.
+RESHAPE_CUDA_SOURCE = """
+@cuda.jit(cache=True)
+def _reshape(x, out, per, in_chw, ic, ih, iw, out_chw, oc, oh, ow):
+    for i in range(cuda.grid(1), out.size, cuda.gridsize(1)):
+        s = i // per
+        j = i - s * per  # physical position in the output example
+        if out_chw:  # physical (h, w, c) -> logical (c, h, w)
+            c = j % oc
+            j = c * oh * ow + j // oc
+        src = j
+        if in_chw:  # logical (c, h, w) -> physical (h, w, c)
+            c = j // (ih * iw)
+            src = (j - c * ih * iw) * ic + c
+        out[i] = x[s * per + src]
+
+
+def reshape(x, out, in_chw, ic, ih, iw, out_chw, oc, oh, ow, per):
+    _reshape[blocks(out.size), THREADS](x, out, per, in_chw, ic, ih, iw, out_chw, oc, oh, ow)
+"""
+
 
 def _chw(t: TensorType) -> tuple[bool, int, int, int]:
     if is_channels_last(t):
@@ -44,6 +67,10 @@ def reshape_kernel(out: TensorType, x: TensorType) -> CpuKernel:
     return CpuKernel(RESHAPE_SOURCE, "reshape", (In(0), OUT, *_chw(x), *_chw(out)))
 
 
+def reshape_cuda_kernel(out: TensorType, x: TensorType) -> CudaKernel:
+    return CudaKernel(RESHAPE_CUDA_SOURCE, "reshape", (In(0, flat=True), FLAT_OUT, *_chw(x), *_chw(out), x.sample_elements()))
+
+
 class _Reshaping(Op):
     fusion = Fusion.INJECTIVE
 
@@ -52,6 +79,9 @@ class _Reshaping(Op):
 
     def cpu(self, a, out, x):
         return reshape_kernel(out, x)
+
+    def cuda(self, a, out, x):
+        return reshape_cuda_kernel(out, x)
 
     def grad(self, g, dy):
         g.input_grad(0, g.apply("reshape", [dy], shape=g.type_of(g.node.inputs[0]).sample_shape))

@@ -1,15 +1,17 @@
 """Resizing: upsample by nearest-neighbour or bilinear interpolation, and its gradient.
 
 Both modes are separable linear maps of the input, so the kernels are the ones
-the average pools use (pool.LINEAR_MAP_SOURCE: one compiled module serves both
-families); only the per-axis taps differ (`_nearest_axis`, `_bilinear_axis`).
+the average pools use (pool.LINEAR_MAP_SOURCE and, on the GPU,
+pool.LINEAR_MAP_CUDA_SOURCE: one compiled module serves both families); only
+the per-axis taps differ (`_nearest_axis`, `_bilinear_axis`).
 """
 
 from __future__ import annotations
 
 from ..backend.cpu.kernel import OUT, CpuKernel, In
+from ..backend.cuda.kernel import CudaKernel
 from .base import Attr, Fusion, Op, ShapeError, TensorType, boolean, expect_float, expect_rank, one_of, optional, positive_pair, register
-from .pool import LINEAR_MAP_SOURCE
+from .pool import LINEAR_MAP_CUDA_SOURCE, LINEAR_MAP_SOURCE
 from ..graph import BATCH
 
 
@@ -45,6 +47,9 @@ class Upsample(Op):
     def cpu(self, a, out, x):
         return CpuKernel(LINEAR_MAP_SOURCE, "upsample", (In(0), OUT, int(a.mode == "bilinear"), int(a.align_corners)))
 
+    def cuda(self, a, out, x):
+        return CudaKernel(LINEAR_MAP_CUDA_SOURCE, "upsample", (In(0), OUT, int(a.mode == "bilinear"), int(a.align_corners)))
+
     def grad(self, g, dy):
         if g.needs_input_grad(0):
             a = g.node.attrs
@@ -66,3 +71,6 @@ class UpsampleGrad(Op):
 
     def cpu(self, a, out, dy):
         return CpuKernel(LINEAR_MAP_SOURCE, "upsample_grad", (In(0), OUT, int(a.mode == "bilinear"), int(a.align_corners)))
+
+    def cuda(self, a, out, dy):
+        return CudaKernel(LINEAR_MAP_CUDA_SOURCE, "upsample_grad", (In(0), OUT, int(a.mode == "bilinear"), int(a.align_corners)))

@@ -39,8 +39,12 @@ class Model:
     def __init__(self, graph: Graph, target: str = "cpu", dtype: str = "float32", seed: int = 0, fuse: bool = True):
         from ..backend.cpu.executor import RuntimeState
 
-        if target != "cpu":
-            raise CnncError(f"unknown target '{target}'; this build knows 'cpu'")
+        if target not in ("cpu", "cuda"):
+            raise CnncError(f"unknown target '{target}'; the targets are 'cpu' and 'cuda'")
+        if target == "cuda":
+            from ..backend.cuda import require
+
+            require()
         if dtype not in ("float32", "float64"):
             raise CnncError(f"dtype must be float32 or float64, got {dtype}")
         self.graph = graph
@@ -49,18 +53,63 @@ class Model:
         self.dtype = np.dtype(dtype)
         param_specs = [s for s in graph.params.values() if s.kind == "param"]
         buffer_specs = [s for s in graph.params.values() if s.kind == "buffer"]
-        self._param_arena, self.params = _arena(param_specs, self.dtype)
+        self._param_arena, self._params = _arena(param_specs, self.dtype)
         self._grad_arena, self._grads = _arena(param_specs, self.dtype)
-        self._buffer_arena, self.buffers = _arena(buffer_specs, self.dtype)
+        self._buffer_arena, self._buffers = _arena(buffer_specs, self.dtype)
         rng = np.random.default_rng(seed)
         for spec in graph.params.values():
-            initialize(spec, (self.params if spec.kind == "param" else self.buffers)[spec.name], rng)
+            initialize(spec, (self._params if spec.kind == "param" else self._buffers)[spec.name], rng)
+        # On the cuda target the arenas live on the device; the host arenas are the API's copy.
+        self._device = None
+        if target == "cuda":
+            from ..backend.cuda.device import DeviceArenas
+
+            self._device = DeviceArenas(self._host_arenas(), {"params": param_specs, "grads": param_specs, "buffers": buffer_specs})
+        self._host_stale = False  # the device holds newer values than the host arenas
+        self._device_stale = False  # the host arenas may hold newer values than the device
         self._state = RuntimeState(seed=seed)
         self._batchnorms = [  # (node, values per channel in one example)
             (node, node.type.sample_elements() // node.type.shape[1]) for node in graph.nodes() if node.op.name == "batchnorm"
         ]
         self._executors: dict[tuple, Any] = {}
         self._graphs: dict[tuple, tuple[Graph, dict]] = {}
+
+    # -- where the values live ---------------------------------------------------
+    def _host_arenas(self) -> dict[str, np.ndarray]:
+        return {"params": self._param_arena, "grads": self._grad_arena, "buffers": self._buffer_arena}
+
+    def _pull(self) -> None:
+        """Bring the host arenas up to date with the device (cuda target)."""
+        if self._device is not None and self._host_stale:
+            self._device.pull(self._host_arenas())
+            self._host_stale = False
+
+    def _push(self) -> None:
+        """Bring the device up to date with the host arenas before a run (cuda target)."""
+        if self._device is not None and self._device_stale:
+            self._device.push(self._host_arenas())
+            self._device_stale = False
+
+    @property
+    def params(self) -> dict[str, np.ndarray]:
+        """Every parameter by name, as numpy arrays (on the cuda target, copied from the device;
+        writes into them reach the device before the next run)."""
+        self._pull()
+        self._device_stale = self._device is not None
+        return self._params
+
+    @property
+    def buffers(self) -> dict[str, np.ndarray]:
+        """Every buffer (batchnorm's running statistics) by name, as numpy arrays (see `params`)."""
+        self._pull()
+        self._device_stale = self._device is not None
+        return self._buffers
+
+    def _run(self, ex) -> None:
+        self._push()
+        self._state.step += 1
+        ex.run()
+        self._host_stale = self._device is not None
 
     # -- modes ------------------------------------------------------------
     @property
@@ -146,8 +195,15 @@ class Model:
         ex = self._executors.get(key)
         if ex is None:
             graph = self.scheduled(kind[:-1], kind[-1])
-            grad_buffers = {node: self._grads[name] for name, node in graph.grads.items()}
-            ex = Executor(graph, batch, {**self.params, **self.buffers}, self._state, self.dtype, grad_buffers)
+            if self._device is None:
+                params, grads, device = {**self._params, **self._buffers}, self._grads, None
+            else:
+                from ..backend.cuda.device import CudaDevice
+
+                views = self._device.views
+                params, grads, device = {**views["params"], **views["buffers"]}, views["grads"], CudaDevice()
+            grad_buffers = {node: grads[name] for name, node in graph.grads.items()}
+            ex = Executor(graph, batch, params, self._state, self.dtype, grad_buffers, device)
             self._executors[key] = ex
         return ex
 
@@ -184,8 +240,7 @@ class Model:
         ex = self._executor(("infer",), batch)
         for name, x in feeds.items():
             ex.feed(name, x)
-        self._state.step += 1
-        ex.run()
+        self._run(ex)
         outs = {name: ex.fetch(node) for name, node in ex.graph.outputs.items()}  # the optimized graph's nodes
         return next(iter(outs.values())) if len(outs) == 1 else outs
 
@@ -207,9 +262,8 @@ class Model:
         ex = self._executor(kind, batch)
         for name, value in {**feeds, **tfeed}.items():
             ex.feed(name, value)
-        self._state.step += 1
-        ex.run()
-        return ex, graph, float(ex.buffers[info["loss"]][0])
+        self._run(ex)
+        return ex, graph, float(ex.device.download(ex.buffers[info["loss"]])[0])
 
     def _backward_own_loss(self, x, output: str | None, wrt: tuple[str, ...]):
         """Differentiate a scalar output that the network computes itself (e.g. `output loss = mse(y, t)`)."""
@@ -227,9 +281,8 @@ class Model:
         ex = self._executor(kind, batch)
         for name, value in feeds.items():
             ex.feed(name, value)
-        self._state.step += 1
-        ex.run()
-        return ex, graph, float(ex.buffers[ex.graph.outputs[output]][0])
+        self._run(ex)
+        return ex, graph, float(ex.device.download(ex.buffers[ex.graph.outputs[output]])[0])
 
     def grad(self, x, target=None, loss: str | None = "cross_entropy", inputs: bool | list[str] = False, output: str | None = None):
         """The loss and its gradients: (loss, {parameter name: gradient, input name: gradient, ...}).
@@ -241,7 +294,8 @@ class Model:
         """
         wrt = tuple(self.graph.inputs) if inputs is True else tuple(inputs or ())
         ex, graph, value = self._backward(x, target, loss, output, wrt)
-        grads = {name: self._grads[name].copy() for name in self.params}
+        self._pull()
+        grads = {name: self._grads[name].copy() for name in self._params}
         for name in wrt:
             grads[name] = ex.fetch(ex.graph.input_grads[name])
         return value, grads
@@ -254,9 +308,10 @@ class Model:
     # -- parameters -------------------------------------------------------------
     def state_dict(self) -> dict[str, np.ndarray]:
         """Every parameter and buffer by name, in definition order (copies)."""
+        self._pull()
         out = {}
         for name, spec in self.graph.params.items():
-            out[name] = (self.params if spec.kind == "param" else self.buffers)[name].copy()
+            out[name] = (self._params if spec.kind == "param" else self._buffers)[name].copy()
         return out
 
     def load_params(self, mapping: Mapping[str, Any], strict: bool = True) -> None:
@@ -283,7 +338,10 @@ class Trainer:
         self.loss = loss
         self.output = output
         self.optimizer = optimizer
-        optimizer.bind(model._param_arena, model._grad_arena)
+        if model._device is None:
+            optimizer.bind(model._param_arena, model._grad_arena)
+        else:  # parameters, gradients and the optimizer's state stay on the device
+            optimizer.bind(model._device.arenas["params"], model._device.arenas["grads"])
 
     def compile(self, batch: int) -> None:
         """Build (or load from the kernel cache) everything a step at this batch size runs."""
@@ -298,6 +356,7 @@ class Trainer:
         finally:
             if not was_training:
                 self.model.eval()
+        self.model._push()  # the optimizer reads the device's parameters
         self.optimizer.step()
         return value
 

@@ -30,11 +30,65 @@ def _adam(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step):
         p[i] -= lr * (m[i] / c1) / (np.sqrt(v[i] / c2) + eps)
 
 
+# The same updates for arenas in GPU memory (the cuda target), one thread per element.
+CUDA_SOURCE = """
+@cuda.jit(cache=True)
+def _sgd(p, g, buf, lr, momentum, weight_decay, dampening, nesterov, first):
+    for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
+        d = g[i] + weight_decay * p[i]
+        if momentum != 0.0:
+            if first:
+                buf[i] = d
+            else:
+                buf[i] = momentum * buf[i] + (1.0 - dampening) * d
+            d = d + momentum * buf[i] if nesterov else buf[i]
+        p[i] -= lr * d
+
+
+@cuda.jit(cache=True)
+def _adam(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step):
+    c1 = 1.0 - beta1**step
+    c2 = 1.0 - beta2**step
+    for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
+        d = g[i] + weight_decay * p[i]
+        m[i] = beta1 * m[i] + (1.0 - beta1) * d
+        v[i] = beta2 * v[i] + (1.0 - beta2) * d * d
+        p[i] -= lr * (m[i] / c1) / (math.sqrt(v[i] / c2) + eps)
+
+
+def sgd(p, *args):
+    _sgd[blocks(p.size), THREADS](p, *args)
+
+
+def adam(p, *args):
+    _adam[blocks(p.size), THREADS](p, *args)
+"""
+
+
+def _on_device(array) -> bool:
+    return hasattr(array, "copy_to_host")
+
+
 class Optimizer:
-    def bind(self, params: np.ndarray, grads: np.ndarray) -> None:
+    def bind(self, params, grads) -> None:
+        """Update `params` (a flat arena, in host or GPU memory) from `grads`, keeping state beside them."""
         self.params, self.grads = params, grads
         self.steps = 0
+        if _on_device(params):
+            from ..backend.cuda.kernel import CudaKernel, load
+
+            self._kernels = {name: load(CudaKernel(CUDA_SOURCE, name)) for name in ("sgd", "adam")}
+        else:
+            self._kernels = {"sgd": _sgd, "adam": _adam}
         self.reset()
+
+    def zeros(self):
+        """An arena of zeros beside the parameters (on the same device)."""
+        if _on_device(self.params):
+            from numba import cuda
+
+            return cuda.to_device(np.zeros(self.params.shape, self.params.dtype))
+        return np.zeros_like(self.params)
 
     def reset(self) -> None:
         pass
@@ -48,10 +102,10 @@ class SGD(Optimizer):
         self.dampening, self.nesterov = dampening, nesterov
 
     def reset(self) -> None:
-        self.buf = np.zeros_like(self.params)
+        self.buf = self.zeros()
 
     def step(self) -> None:
-        _sgd(self.params, self.grads, self.buf, self.lr, self.momentum, self.weight_decay, self.dampening, self.nesterov, self.steps == 0)
+        self._kernels["sgd"](self.params, self.grads, self.buf, self.lr, self.momentum, self.weight_decay, self.dampening, self.nesterov, self.steps == 0)
         self.steps += 1
 
 
@@ -62,9 +116,9 @@ class Adam(Optimizer):
         self.lr, self.betas, self.eps, self.weight_decay = lr, betas, eps, weight_decay
 
     def reset(self) -> None:
-        self.m = np.zeros_like(self.params)
-        self.v = np.zeros_like(self.params)
+        self.m = self.zeros()
+        self.v = self.zeros()
 
     def step(self) -> None:
         self.steps += 1
-        _adam(self.params, self.grads, self.m, self.v, self.lr, self.betas[0], self.betas[1], self.eps, self.weight_decay, self.steps)
+        self._kernels["adam"](self.params, self.grads, self.m, self.v, self.lr, self.betas[0], self.betas[1], self.eps, self.weight_decay, self.steps)

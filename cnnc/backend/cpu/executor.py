@@ -46,6 +46,36 @@ def buffer_dtype(t: TensorType, float_dtype: np.dtype) -> np.dtype:
     return float_dtype if t.dtype.startswith("float") else np.dtype(t.dtype)
 
 
+class CpuDevice:
+    """Where an executor's buffers live and how its kernels are made: host memory and Numba CPU kernels."""
+
+    name = "cpu"
+
+    def empty(self, shape, dtype):
+        return np.empty(shape, dtype)
+
+    def constant(self, array: np.ndarray):
+        return array
+
+    def lower(self, graph: Graph, group):
+        from .lower import lower_group
+
+        return lower_group(graph, group)
+
+    def load(self, kernel):
+        return k.load(kernel)
+
+    def prepare(self, fn, args) -> None:
+        # Compile now (or load the machine code from Numba's cache), not on the first run.
+        fn.compile(tuple(numba.typeof(arg) for arg in args))
+
+    def upload(self, host: np.ndarray, buffer) -> None:
+        np.copyto(buffer, host)
+
+    def download(self, buffer) -> np.ndarray:
+        return buffer
+
+
 class Executor:
     """Kernels for a scheduled graph (`graph.groups`, set by the fusion pass or `singles`)."""
 
@@ -57,12 +87,15 @@ class Executor:
         state: RuntimeState,
         float_dtype=np.float32,
         outputs: dict[str, np.ndarray] | None = None,
+        device=None,
     ):
-        """`outputs` maps node names to arrays to write into (e.g. gradients into the gradient arena)."""
+        """`outputs` maps node names to arrays to write into (e.g. gradients into the gradient arena);
+        `device` is where buffers live and kernels run (CpuDevice by default; see cnnc.backend.cuda)."""
         from ...passes.fuse import plan_groups, singles, views
-        from .lower import lower_group
 
-        single_threaded_blas()
+        self.device = device = device or CpuDevice()
+        if device.name == "cpu":
+            single_threaded_blas()
         if getattr(graph, "groups", None) is None:
             graph = singles(graph.copy())
         self.graph = graph
@@ -74,36 +107,35 @@ class Executor:
         # CNNC_NO_REUSE=1 keeps every value in its own buffer, to tell a planning bug from a kernel bug.
         reuse = os.environ.get("CNNC_NO_REUSE") != "1"
         self.plan = plan_groups(graph, groups, batch, self.float_dtype.itemsize, exclude=set(outputs), reuse=reuse)
-        self.arena = np.empty(max(self.plan.arena_bytes, 8), np.uint8)
+        self.arena = device.empty(max(self.plan.arena_bytes, 8), np.uint8)
         self.buffers: dict[str, np.ndarray] = {}
         for name, offset in self.plan.offsets.items():
             self.buffers[name] = self._view(name, offset)
         for name, given in outputs.items():
             node = graph[name]
             shape, dtype = physical_shape(node.type, batch), buffer_dtype(node.type, self.float_dtype)
-            assert given.shape == shape and given.dtype == dtype, (name, given.shape, shape)
+            assert tuple(given.shape) == shape and given.dtype == dtype, (name, given.shape, shape)
             self.buffers[name] = given
         for node in graph.nodes():  # constants: computed once, here, in buffers of their own
             if node.op.name == "fill":
                 buffer = np.empty(physical_shape(node.type, batch), buffer_dtype(node.type, self.float_dtype))
                 buffer[...] = node.attrs["value"]
-                self.buffers[node.name] = buffer
+                self.buffers[node.name] = device.constant(buffer)
         for name, src in views(graph, groups).items():
             self.buffers[name] = self.buffers[src].reshape(physical_shape(graph[name].type, batch))
         self._rng: dict[str, np.ndarray] = {}
-        lowered = [lower_group(graph, g) for g in groups if g.kind != "view"]
+        lowered = [device.lower(graph, g) for g in groups if g.kind != "view"]
         scratch_bytes = 0
         for low in lowered:
             for arg in _flat_specs(low.kernel.args):
                 if isinstance(arg, k.Scratch):
                     scratch_bytes = max(scratch_bytes, math.prod(arg.shape) * self._scratch_dtype(arg).itemsize)
-        self._scratch = np.empty(max(scratch_bytes, 8) // 8 + 1, np.float64)
+        self._scratch = device.empty(max(scratch_bytes, 8) // 8 + 1, np.float64)
         self.steps = []
         for low in lowered:
-            fn = k.load(low.kernel)
+            fn = device.load(low.kernel)
             args = tuple(self._resolve(arg, low.owner, low.out, params) for arg in low.kernel.args)
-            # Compile now (or load the machine code from Numba's cache), not on the first run.
-            fn.compile(tuple(numba.typeof(arg) for arg in args))
+            device.prepare(fn, args)
             self.steps.append((low.group.name, fn, args))
 
     def _view(self, name: str, offset: int) -> np.ndarray:
@@ -114,19 +146,20 @@ class Executor:
         return self.arena[offset : offset + count * dtype.itemsize].view(dtype).reshape(shape)
 
     def _scratch_dtype(self, arg: k.Scratch) -> np.dtype:
-        return self.float_dtype if arg.dtype.startswith("float") else np.dtype(arg.dtype)
+        # "float32", the default, stands for the model's float type; other dtypes are taken as they are.
+        return self.float_dtype if arg.dtype == "float32" else np.dtype(arg.dtype)
 
     def _resolve(self, arg, owner: str, out: str, params):
         node = self.graph[owner]
         if isinstance(arg, k.In):
             buffer = self.buffers[node.inputs[arg.index]]
-            return buffer.reshape(-1) if arg.flat else buffer
+            return buffer.reshape(buffer.size) if arg.flat else buffer
         if isinstance(arg, k.Out):
             buffer = self.buffers[out]
-            return buffer.reshape(-1) if arg.flat else buffer
+            return buffer.reshape(buffer.size) if arg.flat else buffer
         if isinstance(arg, k.Value):
             buffer = self.buffers[arg.node]
-            return buffer.reshape(-1) if arg.flat else buffer
+            return buffer.reshape(buffer.size) if arg.flat else buffer
         if isinstance(arg, (k.Param, k.NodeParam)):
             holder = self.graph[arg.node] if isinstance(arg, k.NodeParam) else node
             full = holder.params.get(arg.name)
@@ -151,7 +184,13 @@ class Executor:
     # -- running --------------------------------------------------------------
     def feed(self, name: str, array: np.ndarray) -> None:
         node = self.graph[self.graph.inputs[name]]
-        to_physical(node.type, array, self.buffers[node.name])
+        buffer = self.buffers[node.name]
+        if self.device.name == "cpu":
+            to_physical(node.type, array, buffer)
+        else:  # one transfer: arrange on the host, then copy
+            host = np.empty(buffer.shape, buffer.dtype)
+            to_physical(node.type, array, host)
+            self.device.upload(host, buffer)
 
     def run(self) -> None:
         for rng in self._rng.values():
@@ -160,10 +199,10 @@ class Executor:
             fn(*args)
 
     def fetch(self, node_name: str) -> np.ndarray:
-        return to_logical(self.graph[node_name].type, self.buffers[node_name])
+        return to_logical(self.graph[node_name].type, self.device.download(self.buffers[node_name]))
 
     def check_finite(self) -> None:
         """Name the first value that holds NaN or infinity (for debugging a model; values reused later are overwritten)."""
         for name, buffer in self.buffers.items():
-            if buffer.dtype.kind == "f" and not np.isfinite(buffer).all():
+            if buffer.dtype.kind == "f" and not np.isfinite(self.device.download(buffer)).all():
                 raise CnncError(f"layer {name} produced NaN or infinity")

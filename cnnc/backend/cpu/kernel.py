@@ -70,6 +70,7 @@ class Scratch:
     """A work buffer of this shape, shared by all kernels (they run one at a time).
 
     Every Scratch argument starts at the same memory: a kernel takes one and splits it itself.
+    "float32" means the model's float type (float64 in a float64 model); other dtypes are literal.
     """
 
     shape: tuple[int, ...]
@@ -135,13 +136,17 @@ _lock = threading.Lock()
 def load(kernel: CpuKernel) -> Callable:
     """The compiled entry function of a kernel, imported from the cache folder."""
     text = module_source(kernel.source)
-    digest = hashlib.sha256(text.encode()).hexdigest()[:20]
+    return getattr(import_text(hashlib.sha256(text.encode()).hexdigest()[:20], text), kernel.entry)
+
+
+def import_text(digest: str, text: str):
+    """The module of this source text (imported once per process), written to the cache folder."""
     with _lock:
         module = _modules.get(digest)
         if module is None:
             module = _import(digest, text)
             _modules[digest] = module
-    return getattr(module, kernel.entry)
+    return module
 
 
 def _import(digest: str, text: str):

@@ -30,12 +30,12 @@ def channels(graph: Graph, name: str) -> int:
     return physical_shape(graph[name].type, 1)[-1]
 
 
-def _types(graph: Graph, name: str):
+def node_types(graph: Graph, name: str):
     node = graph[name]
     return node.attrs, node.type, [graph[i].type for i in node.inputs]
 
 
-def _has_bias(graph: Graph, name: str) -> bool:
+def has_bias(graph: Graph, name: str) -> bool:
     return graph[name].attrs.get("bias") is True
 
 
@@ -48,7 +48,7 @@ def _chain_for(graph: Graph, group: Group, members: list[str], source: str | Non
 
 def lower_group(graph: Graph, group: Group) -> Lowered:
     if group.kind == "single":
-        a, out, ins = _types(graph, group.end)
+        a, out, ins = node_types(graph, group.end)
         return Lowered(group, graph[group.end].op.cpu(a, out, *ins), group.end, group.end)
     if group.kind == "horizontal":
         return _horizontal(graph, group)
@@ -73,8 +73,8 @@ def _epilogue(graph: Graph, group: Group) -> Lowered:
     # The anchor writes into its own buffer when its value is needed outside; otherwise into
     # the group's last output, which the epilogue then overwrites in place.
     into = anchor if anchor in group.outputs else group.end
-    chain = _chain_for(graph, group, group.pre, anchor, into, bias=_has_bias(graph, anchor))
-    a, out, ins = _types(graph, anchor)
+    chain = _chain_for(graph, group, group.pre, anchor, into, bias=has_bias(graph, anchor))
+    a, out, ins = node_types(graph, anchor)
     return Lowered(group, graph[anchor].op.cpu(a, out, *ins, epilogue=chain), anchor, into)
 
 
@@ -109,11 +109,11 @@ def _batchnorm(graph: Graph, group: Group) -> Lowered:
     if group.anchor is not None:
         anchor = group.anchor
         into = anchor if anchor in group.outputs else x
-        pre = _chain_for(graph, group, group.pre, anchor, into, bias=_has_bias(graph, anchor))
-        a, out, ins = _types(graph, anchor)
+        pre = _chain_for(graph, group, group.pre, anchor, into, bias=has_bias(graph, anchor))
+        a, out, ins = node_types(graph, anchor)
         stage = graph[anchor].op.cpu(a, out, *ins, epilogue=pre)
         # Relative specs of the anchor resolve against it; make them absolute.
-        stage_args = tuple(_absolute(graph, arg, anchor, into) for arg in stage.args)
+        stage_args = tuple(absolute_spec(graph, arg, anchor, into) for arg in stage.args)
         names = "".join(f"a{k}, " for k in range(len(stage_args)))
         source, call = stage.source + "\n\n", f"{stage.entry}({names[:-2]})"
         owner, stage_out = anchor, into
@@ -143,7 +143,7 @@ def _batchnorm(graph: Graph, group: Group) -> Lowered:
     return Lowered(group, CpuKernel(source, "fused_batchnorm", args), owner, stage_out)
 
 
-def _absolute(graph: Graph, arg, owner: str, out: str):
+def absolute_spec(graph: Graph, arg, owner: str, out: str):
     """A spec relative to the node `owner` (In, Out, Param) as one naming its node."""
     from .kernel import In, Out, Param
 
@@ -154,7 +154,7 @@ def _absolute(graph: Graph, arg, owner: str, out: str):
     if isinstance(arg, Param):
         return NodeParam(owner, arg.name)
     if isinstance(arg, Pack):
-        return Pack(tuple(_absolute(graph, a, owner, out) for a in arg.items))
+        return Pack(tuple(absolute_spec(graph, a, owner, out) for a in arg.items))
     return arg
 
 

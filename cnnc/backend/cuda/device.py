@@ -1,0 +1,69 @@
+"""Device memory for the CUDA target: the executor's device, and the model's arenas on the GPU."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .kernel import load
+
+
+class CudaDevice:
+    """Buffers in GPU memory, kernels from numba-cuda (see cnnc.backend.cpu.executor.CpuDevice)."""
+
+    name = "cuda"
+
+    def __init__(self):
+        from numba import cuda
+
+        self.cuda = cuda
+
+    def empty(self, shape, dtype):
+        return self.cuda.device_array(shape, dtype)
+
+    def constant(self, array: np.ndarray):
+        return self.cuda.to_device(array)
+
+    def lower(self, graph, group):
+        from .lower import lower_group
+
+        return lower_group(graph, group)
+
+    def load(self, kernel):
+        return load(kernel)
+
+    def prepare(self, fn, args) -> None:
+        pass  # kernels compile on their first launch (from the disk cache after the first process)
+
+    def upload(self, host: np.ndarray, buffer) -> None:
+        buffer.copy_to_device(host)
+
+    def download(self, buffer) -> np.ndarray:
+        return buffer.copy_to_host()
+
+
+class DeviceArenas:
+    """Device copies of a model's flat arenas (parameters, gradients, buffers) and a view per name.
+
+    The host arenas stay the API's view: `pull` copies the device's values into
+    them, `push` copies them to the device. One transfer each, of the whole arena.
+    """
+
+    def __init__(self, host: dict[str, np.ndarray], specs: dict[str, list]):
+        from numba import cuda
+
+        self.arenas = {key: cuda.to_device(array) for key, array in host.items()}
+        self.views: dict[str, dict] = {}
+        for key, group in specs.items():
+            views, offset = {}, 0
+            for spec in group:
+                views[spec.name] = self.arenas[key][offset : offset + spec.size].reshape(spec.shape)
+                offset += spec.size
+            self.views[key] = views
+
+    def push(self, host: dict[str, np.ndarray]) -> None:
+        for key, array in host.items():
+            self.arenas[key].copy_to_device(array)
+
+    def pull(self, host: dict[str, np.ndarray]) -> None:
+        for key, array in host.items():
+            self.arenas[key].copy_to_host(array)

@@ -108,7 +108,7 @@ def cmd_train(args) -> int:
         opt = optim.Adam(lr=args.lr if args.lr is not None else 1e-3, weight_decay=args.weight_decay)
     print(
         f"training {net.graph.name} ({net.graph.parameter_count():,} parameters) on {data.name}: "
-        f"{len(data.train_x):,} training and {len(data.test_x):,} held-out examples"
+        f"{len(data.train_x):,} training and {len(data.test_x):,} held-out examples{_on_target(args.target)}"
     )
     trainer = net.trainer(loss="cross_entropy", optimizer=opt)
     start = time.perf_counter()
@@ -120,6 +120,14 @@ def cmd_train(args) -> int:
     net.save(out)
     print(f"weights saved to {out}")
     return 0
+
+
+def _on_target(target: str) -> str:
+    if target == "cpu":
+        return ""
+    from .backend.cuda import simulated
+
+    return f", on the {target} target" + (" (Numba's CUDA simulator)" if simulated() else "")
 
 
 def cmd_run(args) -> int:
@@ -220,7 +228,7 @@ def make_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--limit-batches", type=int, default=None, metavar="N", help="at most N batches per epoch")
     train.add_argument("--out", metavar="WEIGHTS", help="where to save the weights (default NETWORK.npz)")
-    train.add_argument("--target", default="cpu")
+    train.add_argument("--target", choices=("cpu", "cuda"), default="cpu", help="cpu, or cuda (an NVIDIA GPU, or Numba's CUDA simulator)")
     _add_no_fuse(train)
     train.set_defaults(run=cmd_train)
 
@@ -229,7 +237,7 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--weights", help="an .npz written by cnnc train or Model.save")
     run.add_argument("--input", required=True, help="a .npy array ([C,H,W] or [N,C,H,W]) or a .png image")
     run.add_argument("--top", type=int, default=3)
-    run.add_argument("--target", default="cpu")
+    run.add_argument("--target", choices=("cpu", "cuda"), default="cpu")
     _add_no_fuse(run)
     run.set_defaults(run=cmd_run)
 

@@ -5,8 +5,10 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 import cnnc
+from cnnc.cli import main
 from cudacheck import rel
 
 # LeNet's ops (conv, ReLU, max-pool, fully connected, softmax) at a size the simulator runs quickly.
@@ -63,3 +65,35 @@ def test_params_read_back_from_the_device_and_loads_reach_it():
     before = net.params["fc1.weight"].copy()
     trainer.step(x, np.array([1, 2]))
     assert not np.array_equal(net.params["fc1.weight"], before)
+
+
+@pytest.mark.slow
+def test_a_lenet_training_step_equals_the_cpu():
+    # The library's LeNet itself, at batch 1: about a minute of simulated GPU threads.
+    rng = np.random.default_rng(3)
+    x = rng.random((1, 1, 28, 28), dtype=np.float32)
+    y = np.array([7])
+    results = []
+    for target in ("cpu", "cuda"):
+        net = cnnc.compile("lenet", target=target, seed=4)
+        loss = net.trainer(optimizer=cnnc.optim.SGD(lr=0.05, momentum=0.9)).step(x, y)
+        results.append((loss, net.state_dict()))
+    (cpu_loss, cpu_weights), (gpu_loss, gpu_weights) = results
+    assert abs(gpu_loss - cpu_loss) <= 1e-5 * cpu_loss
+    for name in cpu_weights:
+        assert rel(gpu_weights[name], cpu_weights[name]) < 1e-4, name
+
+
+@pytest.mark.slow
+def test_cnnc_train_and_run_on_the_cuda_target(tmp_path, capsys):
+    source = tmp_path / "small_lenet.cnn"
+    source.write_text(SMALL_LENET)
+    weights = tmp_path / "small.npz"
+    args = ["train", str(source), "--dataset", "digits", "--target", "cuda", "--epochs", "1", "--batch", "8",
+            "--limit-batches", "2", "--out", str(weights)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "on the cuda target" in out and "epoch   1  loss" in out and "held-out accuracy" in out
+    np.save(tmp_path / "x.npy", np.zeros((2, 1, 28, 28), np.float32))
+    assert main(["run", str(source), "--target", "cuda", "--weights", str(weights), "--input", str(tmp_path / "x.npy")]) == 0
+    assert capsys.readouterr().out.startswith("example 0: class ")

@@ -42,12 +42,7 @@ BROADCAST_CUDA_SOURCE = """
 @cuda.jit(cache=True)
 def _broadcast(x0, x1, out, mul, d1, d2, d3, a0, a1, a2, a3, b0, b1, b2, b3):
     for i in range(cuda.grid(1), out.size, cuda.gridsize(1)):
-        k3 = i % d3
-        t = i // d3
-        k2 = t % d2
-        t //= d2
-        k1 = t % d1
-        k0 = t // d1
+        k0, k1, k2, k3 = unflatten(i, d1, d2, d3)
         u = x0[k0 * a0 + k1 * a1 + k2 * a2 + k3 * a3]
         v = x1[k0 * b0 + k1 * b1 + k2 * b2 + k3 * b3]
         out[i] = u * v if mul else u + v
@@ -88,12 +83,7 @@ def _sum_to(x, out, s1, s2, s3, t1, t2, t3):
     n = x.size // (s1 * s2 * s3)
     tn = out.size // (t1 * t2 * t3)
     for o in range(cuda.grid(1), out.size, cuda.gridsize(1)):
-        k3 = o % t3
-        r = o // t3
-        k2 = r % t2
-        r //= t2
-        k1 = r % t1
-        k0 = r // t1
+        k0, k1, k2, k3 = unflatten(o, t1, t2, t3)
         lo0, hi0 = _sources(k0, tn, n)
         lo1, hi1 = _sources(k1, t1, s1)
         lo2, hi2 = _sources(k2, t2, s2)

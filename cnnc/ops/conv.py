@@ -705,119 +705,107 @@ def grad_weight_kernel(cin: int, cout: int, kernel, stride, pads, dilation, grou
 
 # -- CUDA kernels -------------------------------------------------------------
 #
-# The same three computations as implicit GEMMs on the GPU, one tile of the output per
-# block of CONV_TILE x CONV_TILE threads: threadIdx.x walks the output's columns
+# The same three computations as implicit GEMMs on the GPU, one tile of the result per
+# block of CONV_TILE x CONV_TILE threads: threadIdx.x walks the result's columns
 # (channels: contiguous in NHWC, so loads and stores of a warp are coalesced) and
 # threadIdx.y its rows (pixels across the batch). K is looped over in chunks of
 # CONV_TILE staged through shared memory; gathered patch elements outside the image
 # are zero. blockIdx.z is the group. Shared arrays need their element type when
-# compiled, so the kernels exist once per float dtype (DTYPE, see _typed) and the
+# compiled, so the kernels exist once per float dtype (DTYPE, see typed) and the
 # launchers pick by the output's dtype.
-CONV_CUDA_KERNELS = """
+#
+# The forward conv and its input gradient share one skeleton: out[p, g*cols + j] = sum
+# over k = (kh, kw, c) of src gathered at (p, tap) times a weight, with src of shape
+# [N, SH, SW, SC] and out of [N, RH, RW, RC]. They differ in where a tap lands in src
+# (GATHER, which sets v) and in how the weight is indexed (WEIGHT).
+IMPLICIT_GEMM = """
 @cuda.jit(cache=True)
-def _conv_forward_DTYPE(x, w, o, e, N, H, W, C, OH, OW, Cout, KH, KW, sh, sw, pt, pl, dh, dw, groups):
-    # o[p, g*og + j] = sum over k = (kh, kw, ci) of patch[p, k] * w[g*og + j, ci, kh, kw]
-    a = cuda.shared.array((CONV_TILE, CONV_PADDED), DTYPE)
-    b = cuda.shared.array((CONV_TILE, CONV_PADDED), DTYPE)
+def _conv_NAME_DTYPE(src, w, out, e, N, SH, SW, SC, RH, RW, RC, KH, KW, sh, sw, pt, pl, dh, dw, groups):
+    a = cuda.shared.array((CONV_TILE_ROWS, CONV_PADDED), DTYPE)  # a[row, k]: CONV_ROWS rows a thread
+    b = cuda.shared.array((CONV_TILE, CONV_PADDED), DTYPE)  # b[k, column]
+    acc = cuda.local.array(CONV_ROWS, DTYPE)
     tx = cuda.threadIdx.x
     ty = cuda.threadIdx.y
-    cg = C // groups
-    og = Cout // groups
-    K = KH * KW * cg
+    inner = SC // groups  # the reduction's innermost axis: a group's channels of src
+    cols = RC // groups
+    K = KH * KW * inner
     g = cuda.blockIdx.z
     j = cuda.blockIdx.y * CONV_TILE + tx
-    total = N * OH * OW
-    ohw = OH * OW
-    for m0 in range(cuda.blockIdx.x * CONV_TILE, total, cuda.gridDim.x * CONV_TILE):
-        p = m0 + ty
-        n = p // ohw
-        q = p - n * ohw
-        oh = q // OW
-        ow = q - oh * OW
-        acc = DTYPE(0)
+    total = N * RH * RW
+    for m0 in range(cuda.blockIdx.x * CONV_TILE_ROWS, total, cuda.gridDim.x * CONV_TILE_ROWS):
+        for r in range(CONV_ROWS):
+            acc[r] = DTYPE(0)
         for k0 in range(0, K, CONV_TILE):
-            v = DTYPE(0)
             k = k0 + tx
-            if p < total and k < K:
-                tap = k // cg
-                ci = k - tap * cg
-                kh = tap // KW
-                ih = oh * sh - pt + kh * dh
-                iw = ow * sw - pl + (tap - kh * KW) * dw
-                if ih >= 0 and ih < H and iw >= 0 and iw < W:
-                    v = x[((n * H + ih) * W + iw) * C + g * cg + ci]
-            a[ty, tx] = v
+            tap = k // inner
+            c = k - tap * inner
+            kh = tap // KW
+            kw = tap - kh * KW
+            for r in range(CONV_ROWS):
+                row = ty + r * CONV_TILE
+                p = m0 + row
+                v = DTYPE(0)
+                if p < total and k < K:
+                    n = p // (RH * RW)
+                    q = p - n * (RH * RW)
+                    rh = q // RW
+                    rw = q - rh * RW
+                    GATHER
+                a[row, tx] = v
             v = DTYPE(0)
             k = k0 + ty
-            if j < og and k < K:
-                tap = k // cg
-                ci = k - tap * cg
+            if j < cols and k < K:
+                tap = k // inner
+                c = k - tap * inner
                 kh = tap // KW
-                v = w[(((g * og + j) * cg + ci) * KH + kh) * KW + tap - kh * KW]
+                kw = tap - kh * KW
+                v = w[WEIGHT]
             b[ty, tx] = v
             cuda.syncthreads()
             for kk in range(CONV_TILE):
-                acc += a[ty, kk] * b[kk, tx]
+                bv = b[kk, tx]
+                for r in range(CONV_ROWS):
+                    acc[r] += a[ty + r * CONV_TILE, kk] * bv
             cuda.syncthreads()
-        if p < total and j < og:
-            co = g * og + j
-            _epilogue(o, p * Cout + co, co, acc, e)
+        if j < cols:
+            co = g * cols + j
+            for r in range(CONV_ROWS):
+                p = m0 + ty + r * CONV_TILE
+                if p < total:
+                    _epilogue(out, p * RC + co, co, acc[r], e)
+"""
+
+# conv: src is x; a tap lands at input pixel (rh*sh - pt + kh*dh, rw*sw - pl + kw*dw).
+FORWARD_GATHER = """
+ih = rh * sh - pt + kh * dh
+iw = rw * sw - pl + kw * dw
+if ih >= 0 and ih < SH and iw >= 0 and iw < SW:
+    v = src[((n * SH + ih) * SW + iw) * SC + g * inner + c]
+"""
+FORWARD_WEIGHT = "(((g * cols + j) * inner + c) * KH + kh) * KW + kw"
+
+# conv_grad_input in gather form: src is dy; the tap reads the output pixel whose window
+# put tap (kh, kw) on this input pixel, if there is one. Each block owns its dx tile: no atomics.
+GRAD_INPUT_GATHER = """
+th = rh + pt - kh * dh
+tw = rw + pl - kw * dw
+if th >= 0 and tw >= 0 and th % sh == 0 and tw % sw == 0:
+    oh = th // sh
+    ow = tw // sw
+    if oh < SH and ow < SW:
+        v = src[((n * SH + oh) * SW + ow) * SC + g * inner + c]
+"""
+GRAD_INPUT_WEIGHT = "(((g * inner + c) * cols + j) * KH + kh) * KW + kw"
 
 
-@cuda.jit(cache=True)
-def _conv_grad_input_DTYPE(dy, w, dx, e, N, OH, OW, Cout, H, W, C, KH, KW, sh, sw, pt, pl, dh, dw, groups):
-    # Gather form: dx[p, g*cg + j] = sum over k = (kh, kw, jo) of dy at the output pixel whose
-    # tap (kh, kw) lands on input pixel p (zero where none does) times w[g*og + jo, j, kh, kw].
-    # Each block owns its dx tile, so there are no atomics.
-    a = cuda.shared.array((CONV_TILE, CONV_PADDED), DTYPE)
-    b = cuda.shared.array((CONV_TILE, CONV_PADDED), DTYPE)
-    tx = cuda.threadIdx.x
-    ty = cuda.threadIdx.y
-    cg = C // groups
-    og = Cout // groups
-    K = KH * KW * og
-    g = cuda.blockIdx.z
-    j = cuda.blockIdx.y * CONV_TILE + tx
-    total = N * H * W
-    hw = H * W
-    for m0 in range(cuda.blockIdx.x * CONV_TILE, total, cuda.gridDim.x * CONV_TILE):
-        p = m0 + ty
-        n = p // hw
-        q = p - n * hw
-        ih = q // W
-        iw = q - ih * W
-        acc = DTYPE(0)
-        for k0 in range(0, K, CONV_TILE):
-            v = DTYPE(0)
-            k = k0 + tx
-            if p < total and k < K:
-                tap = k // og
-                jo = k - tap * og
-                kh = tap // KW
-                th = ih + pt - kh * dh
-                tw = iw + pl - (tap - kh * KW) * dw
-                if th >= 0 and tw >= 0 and th % sh == 0 and tw % sw == 0:
-                    oh = th // sh
-                    ow = tw // sw
-                    if oh < OH and ow < OW:
-                        v = dy[((n * OH + oh) * OW + ow) * Cout + g * og + jo]
-            a[ty, tx] = v
-            v = DTYPE(0)
-            k = k0 + ty
-            if j < cg and k < K:
-                tap = k // og
-                jo = k - tap * og
-                kh = tap // KW
-                v = w[(((g * og + jo) * cg + j) * KH + kh) * KW + tap - kh * KW]
-            b[ty, tx] = v
-            cuda.syncthreads()
-            for kk in range(CONV_TILE):
-                acc += a[ty, kk] * b[kk, tx]
-            cuda.syncthreads()
-        if p < total and j < cg:
-            ci = g * cg + j
-            _epilogue(dx, p * C + ci, ci, acc, e)
+def implicit_gemm(name: str, gather: str, weight: str) -> str:
+    """The IMPLICIT_GEMM kernel `_conv_{name}_DTYPE` with its gather and weight index."""
+    gather = "".join(" " * 20 + line + "\n" for line in gather.strip().splitlines())
+    return IMPLICIT_GEMM.replace("NAME", name).replace(" " * 20 + "GATHER\n", gather).replace("WEIGHT", weight)
 
+
+CONV_CUDA_KERNELS = implicit_gemm("forward", FORWARD_GATHER, FORWARD_WEIGHT) + implicit_gemm(
+    "grad_input", GRAD_INPUT_GATHER, GRAD_INPUT_WEIGHT) + """
 
 @cuda.jit(cache=True)
 def _conv_grad_weight_DTYPE(x, dy, dwt, N, H, W, C, OH, OW, Cout, KH, KW, sh, sw, pt, pl, dh, dw, groups):
@@ -932,6 +920,8 @@ def _direct_grad_input_DTYPE(dy, w, dx, e, N, OH, OW, Cout, H, W, C, KH, KW, sh,
 CONV_CUDA_LAUNCHERS = """
 CONV_TILE = 16
 CONV_PADDED = 17  # a shared row one longer than the tile: column walks hit distinct banks
+CONV_ROWS = 4  # result rows per thread: each weight read from shared memory serves four
+CONV_TILE_ROWS = CONV_TILE * CONV_ROWS
 
 
 def _conv_kernel(name, array):
@@ -942,11 +932,15 @@ def _conv_tiles(n):
     return (n + CONV_TILE - 1) // CONV_TILE
 
 
+def _row_tiles(n):
+    return (n + CONV_TILE_ROWS - 1) // CONV_TILE_ROWS
+
+
 def conv_forward(x, weight, out, e, sh, sw, pt, pl, dh, dw, groups):
     N, H, W, C = x.shape
     OH, OW, Cout = out.shape[1], out.shape[2], out.shape[3]
-    grid = (min(_conv_tiles(N * OH * OW), 65535), _conv_tiles(Cout // groups), groups)
-    _conv_kernel("_conv_forward", out)[grid, (CONV_TILE, CONV_TILE)](
+    launch = (grid(_row_tiles(N * OH * OW)), _conv_tiles(Cout // groups), groups)
+    _conv_kernel("_conv_forward", out)[launch, (CONV_TILE, CONV_TILE)](
         x.reshape(x.size), weight.reshape(weight.size), out.reshape(out.size), e,
         N, H, W, C, OH, OW, Cout, weight.shape[2], weight.shape[3], sh, sw, pt, pl, dh, dw, groups)
 
@@ -954,8 +948,8 @@ def conv_forward(x, weight, out, e, sh, sw, pt, pl, dh, dw, groups):
 def conv_grad_input(dy, weight, dx, e, sh, sw, pt, pl, dh, dw, groups):
     N, OH, OW, Cout = dy.shape
     H, W, C = dx.shape[1], dx.shape[2], dx.shape[3]
-    grid = (min(_conv_tiles(N * H * W), 65535), _conv_tiles(C // groups), groups)
-    _conv_kernel("_conv_grad_input", dx)[grid, (CONV_TILE, CONV_TILE)](
+    launch = (grid(_row_tiles(N * H * W)), _conv_tiles(C // groups), groups)
+    _conv_kernel("_conv_grad_input", dx)[launch, (CONV_TILE, CONV_TILE)](
         dy.reshape(dy.size), weight.reshape(weight.size), dx.reshape(dx.size), e,
         N, OH, OW, Cout, H, W, C, weight.shape[2], weight.shape[3], sh, sw, pt, pl, dh, dw, groups)
 
@@ -964,8 +958,8 @@ def conv_grad_weight(x, dy, dwt, e, sh, sw, pt, pl, dh, dw, groups):
     N, H, W, C = x.shape
     OH, OW, Cout = dy.shape[1], dy.shape[2], dy.shape[3]
     KH, KW = dwt.shape[2], dwt.shape[3]
-    grid = (min(_conv_tiles(KH * KW * (C // groups)), 65535), _conv_tiles(Cout // groups), groups)
-    _conv_kernel("_conv_grad_weight", dwt)[grid, (CONV_TILE, CONV_TILE)](
+    launch = (grid(_conv_tiles(KH * KW * (C // groups))), _conv_tiles(Cout // groups), groups)
+    _conv_kernel("_conv_grad_weight", dwt)[launch, (CONV_TILE, CONV_TILE)](
         x.reshape(x.size), dy.reshape(dy.size), dwt.reshape(dwt.size),
         N, H, W, C, OH, OW, Cout, KH, KW, sh, sw, pt, pl, dh, dw, groups)
 

@@ -92,7 +92,7 @@ GEMM_PADDED = 17  # a shared row one longer than the tile: column walks hit dist
 
 
 def _dense_gemm(a, sam, sak, b, sbk, sbn, o, e, M, N, K):
-    tiles = lambda n: min((n + GEMM_TILE - 1) // GEMM_TILE, 65535)  # noqa: E731
+    tiles = lambda n: grid((n + GEMM_TILE - 1) // GEMM_TILE)  # noqa: E731
     kernel = globals()["_dense_gemm_" + str(o.dtype)]
     kernel[(tiles(M), tiles(N)), (GEMM_TILE, GEMM_TILE)](
         a.reshape(a.size), sam, sak, b.reshape(b.size), sbk, sbn, o.reshape(o.size), e, M, N, K)
@@ -266,8 +266,7 @@ def _bias_grad(dy, db, rows, C):
 
 def bias_grad(dy, db):
     C = dy.shape[len(dy.shape) - 1]  # the simulator's shapes take no negative index
-    grid = min((C + BIAS_LANES - 1) // BIAS_LANES, 65535)
-    _bias_grad[grid, (BIAS_LANES, BIAS_ROWS)](dy.reshape(dy.size), db, dy.size // C, C)
+    _bias_grad[blocks(C, BIAS_LANES), (BIAS_LANES, BIAS_ROWS)](dy.reshape(dy.size), db, dy.size // C, C)
 """
 
 

@@ -189,19 +189,26 @@ def _ce_rows(x, t, dy, count, losses, g, C, rows, ignore, want_loss, want_grad):
                 g[base + j] = v - scale if j == label else v
 
 
-@cuda.jit(cache=True)
-def _ce_mean(losses, count, out):
-    sm = cuda.shared.array(THREADS, float64)
+@cuda.jit(device=True)
+def _block_sum(values, sm):
+    # The sum of all values, by one block (sm: a shared float64 array of blockDim.x); every thread gets it.
     tid = cuda.threadIdx.x
     width = cuda.blockDim.x
     s = 0.0
-    for r in range(tid, losses.size, width):
-        s += losses[r]
+    for r in range(tid, values.size, width):
+        s += values[r]
     sm[tid] = s
     cuda.syncthreads()
     _tree_sum(sm, tid, width)
-    if tid == 0:
-        out[0] = sm[0] / count[0] if count[0] else math.nan
+    return sm[0]
+
+
+@cuda.jit(cache=True)
+def _ce_mean(losses, count, out):
+    sm = cuda.shared.array(THREADS, float64)
+    total = _block_sum(losses, sm)
+    if cuda.threadIdx.x == 0:
+        out[0] = total / count[0] if count[0] else math.nan
 
 
 def _width(n):
@@ -221,7 +228,7 @@ def cross_entropy_with_grad(logits, labels, dy, out, dx, ignore, want_loss, want
     count = cuda.device_array(1, np.int64)
     _labelled[1, _width(rows)](t, ignore, count)
     losses = cuda.device_array(rows, np.float64)
-    _ce_rows[min(rows, 65535), _width(C)](x, t, dy.reshape(dy.size), count, losses, g, C, rows, ignore,
+    _ce_rows[grid(rows), _width(C)](x, t, dy.reshape(dy.size), count, losses, g, C, rows, ignore,
                                                    want_loss, want_grad)
     if want_loss:
         _ce_mean[1, _width(rows)](losses, count, out.reshape(out.size))
@@ -257,24 +264,17 @@ def _pointwise_parts(a, b, parts, kind, n):
 @cuda.jit(cache=True)
 def _pointwise_mean(parts, out, n):
     sm = cuda.shared.array(THREADS, float64)
-    tid = cuda.threadIdx.x
-    width = cuda.blockDim.x
-    s = 0.0
-    for k in range(tid, parts.size, width):
-        s += parts[k]
-    sm[tid] = s
-    cuda.syncthreads()
-    _tree_sum(sm, tid, width)
-    if tid == 0:
-        out[0] = sm[0] / n
+    total = _block_sum(parts, sm)
+    if cuda.threadIdx.x == 0:
+        out[0] = total / n
 
 
 def pointwise_loss(p, t, out, kind):
     n = p.size
-    grid = min(blocks(n), LOSS_PARTS)
-    parts = cuda.device_array(grid, np.float64)
-    _pointwise_parts[grid, THREADS](p.reshape(n), t.reshape(n), parts, kind, n)
-    _pointwise_mean[1, _width(grid)](parts, out.reshape(out.size), n)
+    chunks = min(blocks(n), LOSS_PARTS)
+    parts = cuda.device_array(chunks, np.float64)
+    _pointwise_parts[chunks, THREADS](p.reshape(n), t.reshape(n), parts, kind, n)
+    _pointwise_mean[1, _width(chunks)](parts, out.reshape(out.size), n)
 
 
 @cuda.jit(cache=True)

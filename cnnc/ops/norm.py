@@ -257,8 +257,8 @@ def _bn_partials(x, dy, shift, C, with_dy):
     per_chunk = (rows + chunks - 1) // chunks
     part = cuda.device_array((chunks, BN_SUMS, C), np.float64)
     tile = min(C, BN_TILE_C)  # fewer channels than a tile: no idle columns
-    grid = ((C + tile - 1) // tile, chunks)
-    _bn_partial_sums[grid, (tile, BN_TILE_R)](x, dy, shift, part, C, rows, per_chunk, with_dy)
+    launch = ((C + tile - 1) // tile, chunks)
+    _bn_partial_sums[launch, (tile, BN_TILE_R)](x, dy, shift, part, C, rows, per_chunk, with_dy)
     return part, chunks, rows
 
 

@@ -361,12 +361,7 @@ def _maxpool(x, out, kh, kw, sh, sw, ph, pw, dh, dw):
     OH = out.shape[1]
     OW = out.shape[2]
     for i in range(cuda.grid(1), N * OH * OW * C, cuda.gridsize(1)):
-        ch = i % C
-        t = i // C
-        ox = t % OW
-        t //= OW
-        oy = t % OH
-        b = t // OH
+        b, oy, ox, ch = unflatten(i, OH, OW, C)
         m, _ = _window_argmax(x, b, ch, oy * sh - ph, ox * sw - pw, kh, kw, dh, dw, H, W)
         out[b, oy, ox, ch] = m
 
@@ -377,12 +372,7 @@ def _maxpool_grad(x, dy, dx, kh, kw, sh, sw, ph, pw, dh, dw):
     OH = dy.shape[1]
     OW = dy.shape[2]
     for i in range(cuda.grid(1), N * H * W * C, cuda.gridsize(1)):
-        ch = i % C
-        t = i // C
-        ix = t % W
-        t //= W
-        iy = t % H
-        b = t // H
+        b, iy, ix, ch = unflatten(i, H, W, C)
         here = iy * W + ix
         acc = 0.0
         for ky in range(kh):
@@ -511,12 +501,7 @@ def _separable(x, out, yptr, yidx, ywt, xptr, xidx, xwt):
     OH = out.shape[1]
     OW = out.shape[2]
     for i in range(cuda.grid(1), N * OH * OW * C, cuda.gridsize(1)):
-        ch = i % C
-        t = i // C
-        ox = t % OW
-        t //= OW
-        oy = t % OH
-        b = t // OH
+        b, oy, ox, ch = unflatten(i, OH, OW, C)
         acc = 0.0
         for p in range(yptr[oy], yptr[oy + 1]):
             iy = yidx[p]

@@ -159,9 +159,14 @@ def cmd_run(args) -> int:
 
 
 def cmd_emit(args) -> int:
-    from .backend.cpu.kernel import module_source
-    from .backend.cpu.lower import lower_group
     from .explain import step_graph
+
+    if args.target == "cuda":  # the source only: nothing is compiled, so no GPU is needed
+        from .backend.cuda.kernel import module_source
+        from .backend.cuda.lower import lower_group
+    else:
+        from .backend.cpu.kernel import module_source
+        from .backend.cpu.lower import lower_group
     from .passes.pipeline import optimize
 
     graph = optimize(step_graph(_load_graph(args), args.training), training=args.training, fuse=not args.no_fuse)
@@ -244,6 +249,7 @@ def make_parser() -> argparse.ArgumentParser:
     emit = commands.add_parser("emit", help="print the generated kernel source")
     _add_model_arguments(emit)
     emit.add_argument("--training", action="store_true", help="the training step's kernels (forward, loss and backward)")
+    emit.add_argument("--target", choices=("cpu", "cuda"), default="cpu", help="whose kernels: Numba's CPU or numba-cuda")
     _add_no_fuse(emit)
     emit.set_defaults(run=cmd_emit)
     return parser

@@ -193,3 +193,13 @@ def test_train_then_run(tmp_path, capsys):
 def test_train_and_run_errors(args, message, capsys):
     assert main(args) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("target, marker", [("cpu", "@njit"), ("cuda", "@cuda.jit")])
+def test_emit_prints_each_target_s_kernel_source(capsys, target, marker):
+    assert main(["emit", "lenet", "--target", target]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# lenet: 9 kernel calls")
+    assert "# conv1 + relu -> conv_forward" in out  # relu runs in the conv's epilogue
+    assert marker in out
+    compile(out, "emitted", "exec")  # the modules, concatenated, are Python

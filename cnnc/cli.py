@@ -113,7 +113,11 @@ def cmd_train(args) -> int:
     trainer = net.trainer(loss="cross_entropy", optimizer=opt)
     start = time.perf_counter()
     trainer.compile(args.batch)
-    print(f"compiled the training step in {time.perf_counter() - start:.2f} s")
+    seconds = time.perf_counter() - start
+    if args.target == "cuda":  # numba-cuda compiles a kernel at its first launch (from the disk cache later)
+        print(f"built the training step in {seconds:.2f} s; its CUDA kernels compile as the first step runs")
+    else:
+        print(f"compiled the training step in {seconds:.2f} s")
     fit(net, data, trainer, epochs=args.epochs, batch=args.batch, seed=args.seed, limit_batches=args.limit_batches,
         schedule=args.schedule)
     out = args.out or f"{net.graph.name}.npz"

@@ -156,152 +156,83 @@ def axis_split(t: TensorType, axis: int) -> tuple[int, int, int]:
     return outer, shape[p], inner
 
 
-# Softmax along one axis of a buffer seen as [batch * outer, n, inner].
-SOFTMAX_SOURCE = """
-@njit(cache=True)
-def _softmax_line(x, out, base, n, inner, log):
-    m = -np.inf
+# Softmax along one axis of a buffer seen as [batch * outer, n, inner]: each target runs
+# these line bodies over every line (the line starting at `base`, its n values `inner` apart),
+# in parallel on the CPU and a thread per line on the GPU, where neighbouring threads take
+# neighbouring `inner` positions so that their reads along a channel axis coalesce.
+SOFTMAX_LINE = """
+m = -math.inf
+for k in range(n):
+    m = max(m, float(x[base + k * inner]))
+s = 0.0
+for k in range(n):
+    s += math.exp(x[base + k * inner] - m)
+if log:
+    ls = math.log(s)
     for k in range(n):
-        m = max(m, x[base + k * inner])
-    s = 0.0
+        out[base + k * inner] = x[base + k * inner] - m - ls
+else:
     for k in range(n):
-        s += math.exp(x[base + k * inner] - m)
-    if log:
-        ls = math.log(s)
-        for k in range(n):
-            out[base + k * inner] = x[base + k * inner] - m - ls
-    else:
-        for k in range(n):
-            out[base + k * inner] = math.exp(x[base + k * inner] - m) / s
-
-
-@njit(parallel=True, cache=True)
-def softmax_lines(x, out, outer, n, inner, log):
-    xf = x.reshape(-1)
-    of = out.reshape(-1)
-    lines = x.shape[0] * outer * inner
-    for line in prange(lines):
-        o = line // inner
-        i = line - o * inner
-        _softmax_line(xf, of, o * n * inner + i, n, inner, log)
-
-
-@njit(cache=True)
-def softmax(x, out, outer, n, inner):
-    softmax_lines(x, out, outer, n, inner, False)
-
-
-@njit(cache=True)
-def log_softmax(x, out, outer, n, inner):
-    softmax_lines(x, out, outer, n, inner, True)
-
-
-@njit(parallel=True, cache=True)
-def softmax_grad_lines(dy, y, dx, outer, n, inner, log):
-    df = dy.reshape(-1)
-    yf = y.reshape(-1)
-    of = dx.reshape(-1)
-    lines = dy.shape[0] * outer * inner
-    for line in prange(lines):
-        o = line // inner
-        base = o * n * inner + (line - o * inner)
-        s = 0.0
-        if log:  # dx = dy - softmax * sum(dy)
-            for k in range(n):
-                s += df[base + k * inner]
-            for k in range(n):
-                j = base + k * inner
-                of[j] = df[j] - math.exp(yf[j]) * s
-        else:  # dx = y * (dy - sum(dy * y))
-            for k in range(n):
-                s += df[base + k * inner] * yf[base + k * inner]
-            for k in range(n):
-                j = base + k * inner
-                of[j] = yf[j] * (df[j] - s)
-
-
-@njit(cache=True)
-def softmax_grad(dy, y, dx, outer, n, inner):
-    softmax_grad_lines(dy, y, dx, outer, n, inner, False)
-
-
-@njit(cache=True)
-def log_softmax_grad(dy, y, dx, outer, n, inner):
-    softmax_grad_lines(dy, y, dx, outer, n, inner, True)
+        out[base + k * inner] = math.exp(x[base + k * inner] - m) / s
 """
 
+SOFTMAX_GRAD_LINE = """
+s = 0.0
+if log:  # dx = dy - softmax * sum(dy)
+    for k in range(n):
+        s += dy[base + k * inner]
+    for k in range(n):
+        j = base + k * inner
+        dx[j] = dy[j] - math.exp(y[j]) * s
+else:  # dx = y * (dy - sum(dy * y))
+    for k in range(n):
+        s += dy[base + k * inner] * y[base + k * inner]
+    for k in range(n):
+        j = base + k * inner
+        dx[j] = y[j] * (dy[j] - s)
+"""
 
-# The same on the GPU: one thread per line of the [batch * outer, n, inner] view.
-# Neighbouring threads take neighbouring `inner` positions, so along a channel
-# axis of NHWC buffers (inner = 1 only for the last axis) their reads coalesce.
-SOFTMAX_CUDA_SOURCE = """
-@cuda.jit(cache=True)
-def _softmax_lines(x, out, lines, n, inner, log):
-    for line in range(cuda.grid(1), lines, cuda.gridsize(1)):
-        o = line // inner
-        base = o * n * inner + (line - o * inner)
-        m = -math.inf
-        for k in range(n):
-            m = max(m, float64(x[base + k * inner]))
-        s = 0.0
-        for k in range(n):
-            s += math.exp(x[base + k * inner] - m)
-        if log:
-            ls = math.log(s)
-            for k in range(n):
-                out[base + k * inner] = x[base + k * inner] - m - ls
+_LINE_LOOPS = {
+    "cpu": ("@njit(parallel=True, cache=True)", "for line in prange(lines):"),
+    "cuda": ("@cuda.jit(cache=True)", "for line in range(cuda.grid(1), lines, cuda.gridsize(1)):"),
+}
+
+
+def _over_lines(target: str, name: str, arrays: str, body: str) -> str:
+    decorator, loop = _LINE_LOOPS[target]
+    indented = "".join(" " * 8 + line + "\n" for line in body.strip().splitlines())
+    return (f"{decorator}\ndef {name}({arrays}, lines, n, inner, log):\n    {loop}\n"
+            f"        o = line // inner\n        base = o * n * inner + (line - o * inner)\n{indented}")
+
+
+def _line_kernels(target: str) -> str:
+    return (_over_lines(target, "_softmax_lines", "x, out", SOFTMAX_LINE) + "\n\n"
+            + _over_lines(target, "_softmax_grad_lines", "dy, y, dx", SOFTMAX_GRAD_LINE))
+
+
+# The four entries of each target (name, arrays), which run the line kernels on flat views.
+_ENTRIES = (("softmax", "x, out"), ("log_softmax", "x, out"), ("softmax_grad", "dy, y, dx"), ("log_softmax_grad", "dy, y, dx"))
+
+
+def _entries(target: str) -> str:
+    parts = []
+    for name, arrays in _ENTRIES:
+        log = name.startswith("log")
+        kernel = "_softmax_grad_lines" if name.endswith("grad") else "_softmax_lines"
+        names = arrays.split(", ")
+        flat = ", ".join(f"{a}.reshape({a}.size)" for a in names)
+        lines = f"{names[0]}.shape[0] * outer * inner"
+        if target == "cpu":
+            parts.append(f"@njit(cache=True)\ndef {name}({arrays}, outer, n, inner):\n"
+                         f"    {kernel}({flat}, {lines}, n, inner, {log})\n")
         else:
-            for k in range(n):
-                out[base + k * inner] = math.exp(x[base + k * inner] - m) / s
+            parts.append(f"def {name}({arrays}, outer, n, inner):\n    lines = {lines}\n"
+                         f"    {kernel}[blocks(lines), THREADS]({flat}, lines, n, inner, {log})\n")
+    return "\n\n".join(parts)
 
 
-@cuda.jit(cache=True)
-def _softmax_grad_lines(dy, y, dx, lines, n, inner, log):
-    for line in range(cuda.grid(1), lines, cuda.gridsize(1)):
-        o = line // inner
-        base = o * n * inner + (line - o * inner)
-        s = 0.0
-        if log:  # dx = dy - softmax * sum(dy)
-            for k in range(n):
-                s += dy[base + k * inner]
-            for k in range(n):
-                j = base + k * inner
-                dx[j] = dy[j] - math.exp(y[j]) * s
-        else:  # dx = y * (dy - sum(dy * y))
-            for k in range(n):
-                s += dy[base + k * inner] * y[base + k * inner]
-            for k in range(n):
-                j = base + k * inner
-                dx[j] = y[j] * (dy[j] - s)
-
-
-def _lines(x, outer, inner):
-    return x.shape[0] * outer * inner
-
-
-def _flat(a):
-    return a.reshape(a.size)
-
-
-def softmax(x, out, outer, n, inner):
-    lines = _lines(x, outer, inner)
-    _softmax_lines[blocks(lines), THREADS](_flat(x), _flat(out), lines, n, inner, False)
-
-
-def log_softmax(x, out, outer, n, inner):
-    lines = _lines(x, outer, inner)
-    _softmax_lines[blocks(lines), THREADS](_flat(x), _flat(out), lines, n, inner, True)
-
-
-def softmax_grad(dy, y, dx, outer, n, inner):
-    lines = _lines(dy, outer, inner)
-    _softmax_grad_lines[blocks(lines), THREADS](_flat(dy), _flat(y), _flat(dx), lines, n, inner, False)
-
-
-def log_softmax_grad(dy, y, dx, outer, n, inner):
-    lines = _lines(dy, outer, inner)
-    _softmax_grad_lines[blocks(lines), THREADS](_flat(dy), _flat(y), _flat(dx), lines, n, inner, True)
-"""
+SOFTMAX_SOURCE = _line_kernels("cpu") + "\n\n" + _entries("cpu")
+SOFTMAX_CUDA_SOURCE = _line_kernels("cuda") + "\n\n" + _entries("cuda")
 
 
 @register

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
 
 
-@njit(parallel=True, cache=True)
-def _sgd(p, g, buf, lr, momentum, weight_decay, dampening, nesterov, first):
-    for i in prange(p.size):
+# Each update rule once, for element i of the flat arenas; each target wraps it in its loop
+# (prange on the CPU, a grid-stride loop on the GPU) and compiles it like any kernel.
+RULES = {
+    "sgd": ("p, g, buf, lr, momentum, weight_decay, dampening, nesterov, first", "", """
         d = g[i] + weight_decay * p[i]
         if momentum != 0.0:
             if first:
@@ -17,52 +17,34 @@ def _sgd(p, g, buf, lr, momentum, weight_decay, dampening, nesterov, first):
                 buf[i] = momentum * buf[i] + (1.0 - dampening) * d
             d = d + momentum * buf[i] if nesterov else buf[i]
         p[i] -= lr * d
-
-
-@njit(parallel=True, cache=True)
-def _adam(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step):
+"""),
+    "adam": ("p, g, m, v, lr, beta1, beta2, eps, weight_decay, step", """
     c1 = 1.0 - beta1**step
     c2 = 1.0 - beta2**step
-    for i in prange(p.size):
-        d = g[i] + weight_decay * p[i]
-        m[i] = beta1 * m[i] + (1.0 - beta1) * d
-        v[i] = beta2 * v[i] + (1.0 - beta2) * d * d
-        p[i] -= lr * (m[i] / c1) / (np.sqrt(v[i] / c2) + eps)
-
-
-# The same updates for arenas in GPU memory (the cuda target), one thread per element.
-CUDA_SOURCE = """
-@cuda.jit(cache=True)
-def _sgd(p, g, buf, lr, momentum, weight_decay, dampening, nesterov, first):
-    for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
-        d = g[i] + weight_decay * p[i]
-        if momentum != 0.0:
-            if first:
-                buf[i] = d
-            else:
-                buf[i] = momentum * buf[i] + (1.0 - dampening) * d
-            d = d + momentum * buf[i] if nesterov else buf[i]
-        p[i] -= lr * d
-
-
-@cuda.jit(cache=True)
-def _adam(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step):
-    c1 = 1.0 - beta1**step
-    c2 = 1.0 - beta2**step
-    for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
+""", """
         d = g[i] + weight_decay * p[i]
         m[i] = beta1 * m[i] + (1.0 - beta1) * d
         v[i] = beta2 * v[i] + (1.0 - beta2) * d * d
         p[i] -= lr * (m[i] / c1) / (math.sqrt(v[i] / c2) + eps)
+"""),
+}
+
+LOOPS = {
+    "cpu": ("@njit(parallel=True, cache=True)", "for i in prange(p.size):"),
+    "cuda": ("@cuda.jit(cache=True)", "for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):"),
+}
 
 
-def sgd(p, *args):
-    _sgd[blocks(p.size), THREADS](p, *args)
-
-
-def adam(p, *args):
-    _adam[blocks(p.size), THREADS](p, *args)
-"""
+def source(target: str) -> str:
+    """The kernels `sgd` and `adam` of a target (on the GPU, host launchers of `_sgd` and `_adam`)."""
+    decorator, loop = LOOPS[target]
+    prefix = "_" if target == "cuda" else ""
+    parts = []
+    for name, (params, setup, rule) in RULES.items():
+        parts.append(f"{decorator}\ndef {prefix}{name}({params}):{setup.rstrip()}\n    {loop}{rule.rstrip()}\n")
+        if target == "cuda":
+            parts.append(f"def {name}(p, *args):\n    _{name}[blocks(p.size), THREADS](p, *args)\n")
+    return "\n\n".join(parts)
 
 
 def _on_device(array) -> bool:
@@ -77,9 +59,11 @@ class Optimizer:
         if _on_device(params):
             from ..backend.cuda.kernel import CudaKernel, load
 
-            self._kernels = {name: load(CudaKernel(CUDA_SOURCE, name)) for name in ("sgd", "adam")}
+            self._kernels = {name: load(CudaKernel(source("cuda"), name)) for name in RULES}
         else:
-            self._kernels = {"sgd": _sgd, "adam": _adam}
+            from ..backend.cpu.kernel import CpuKernel, load
+
+            self._kernels = {name: load(CpuKernel(source("cpu"), name)) for name in RULES}
         self.reset()
 
     def zeros(self):

@@ -111,6 +111,10 @@ def programs() -> dict[str, str]:
     found.update({f"pool:{k}": pool.net(v) for k, v in pool.POOLS.items()})
     found.update({
         "norm:image": norm.IMAGE_BATCHNORM, "norm:vector": norm.VECTOR_BATCHNORM, "norm:dense": norm.DENSE_BATCHNORM,
+        "norm:after_elementwise": norm.BATCHNORM_AFTER_ELEMENTWISE, "global_grad_epilogue": pool.GLOBAL_GRAD_EPILOGUE,
+        "dropout": norm.DROPOUT, "reshapes": pool.RESHAPES, "concat:two": pool.CONCAT_TWO,
+        "concat:three": pool.CONCAT_THREE, "broadcast:add": pool.broadcast("+"), "broadcast:mul": pool.broadcast("*"),
+        "loss:mse": norm.MSE, "loss:bce": norm.BCE, "softmax:channels": norm.softmaxes(1), "softmax:last": norm.softmaxes(-1),
         "activation:chain": activation.CHAIN, "target:small_lenet": target.SMALL_LENET,
     })
     for body in activation.ACTIVATIONS:

@@ -54,12 +54,15 @@ def test_batchnorm_running_statistics_move_on_the_gpu():
         assert rel(gpu.buffers[key], cpu.buffers[key]) < TOLERANCE, key
 
 
+BATCHNORM_AFTER_ELEMENTWISE = """network n {
+    input image: [2, 3, 3]
+    r = relu -> batchnorm -> relu
+    output loss = mse(r, image)
+}"""
+
+
 def test_fused_batchnorm_group_after_elementwise():
-    source = """network n {
-        input image: [2, 3, 3]
-        r = relu -> batchnorm -> relu
-        output loss = mse(r, image)
-    }"""
+    source = BATCHNORM_AFTER_ELEMENTWISE
     assert any(g.kind == "batchnorm" for g in fuse(cnnc.load(source), training=True).groups)
     check(source, fuse=True)
 
@@ -70,12 +73,15 @@ def test_fused_batchnorm_group_after_dense():
     check(DENSE_BATCHNORM, fuse=True)
 
 
+DROPOUT = """network n {
+    input x: [16]
+    dropout(0.5) -> tanh
+    output loss = mse(tanh, x)
+}"""
+
+
 def test_dropout_masks_equal_the_cpu():
-    source = """network n {
-        input x: [16]
-        dropout(0.5) -> tanh
-        output loss = mse(tanh, x)
-    }"""
+    source = DROPOUT
     cpu, gpu = pair(source)
     x = np.random.default_rng(2).standard_normal((2, 16)).astype(np.float32)
     for mode in ("train", "eval"):
@@ -124,16 +130,24 @@ def test_default_cross_entropy_on_logits():
     check("network n {\n input x: [4]\n logits = tanh\n output logits\n}")
 
 
+MSE = "network n {\n input a: [2, 2, 2]\n input b: [2, 2, 2]\n output loss = mse(a, b)\n}"
+BCE = "network n {\n input a: [5]\n input b: [5]\n output loss = bce_with_logits(a, b)\n}"
+
+
 def test_mse_and_bce_with_logits():
-    check("network n {\n input a: [2, 2, 2]\n input b: [2, 2, 2]\n output loss = mse(a, b)\n}")
-    check("network n {\n input a: [5]\n input b: [5]\n output loss = bce_with_logits(a, b)\n}")
+    check(MSE)
+    check(BCE)
 
 
-@pytest.mark.parametrize("axis", [1, -1])
-def test_softmax_and_log_softmax(axis):
-    check(f"""network n {{
+def softmaxes(axis: int) -> str:
+    return f"""network n {{
         input image: [3, 2, 2]
         s = softmax(axis={axis})
         l = image -> log_softmax(axis={axis})
         output loss = mse(s, l)
-    }}""")
+    }}"""
+
+
+@pytest.mark.parametrize("axis", [1, -1])
+def test_softmax_and_log_softmax(axis):
+    check(softmaxes(axis))

@@ -56,8 +56,14 @@ def test_maxpool_ties_go_where_the_cpu_sends_them():
     assert cudacheck.rel(got["image"], want["image"]) < cudacheck.TOLERANCE
 
 
+RESHAPES = net("flatten -> reshape([3, 4, 2]) -> relu -> flatten -> reshape([2, 4, 3])", "image: [3, 2, 4]")
+
+
 def test_flatten_and_reshape_keep_logical_order():
-    check(net("flatten -> reshape([3, 4, 2]) -> relu -> flatten -> reshape([2, 4, 3])", "image: [3, 2, 4]"))
+    check(RESHAPES)
+
+
+GLOBAL_GRAD_EPILOGUE = net("relu -> global_avgpool -> relu")
 
 
 def test_global_avgpool_grad_stores_through_the_epilogue(monkeypatch):
@@ -70,20 +76,26 @@ def test_global_avgpool_grad_stores_through_the_epilogue(monkeypatch):
         return plain(self, a, out, dy, epilogue=epilogue)
 
     monkeypatch.setattr(GlobalAvgPoolGrad, "cuda", recording)
-    check(net("relu -> global_avgpool -> relu"), fuse=True)
+    check(GLOBAL_GRAD_EPILOGUE, fuse=True)
     assert epilogues and all(e is not None and e.lines for e in epilogues)
+
+
+def broadcast(op: str) -> str:
+    return f"network n {{\n input image: [3, 3, 4]\n pooled = global_avgpool(image)\n output logits = image {op} pooled\n}}"
 
 
 @pytest.mark.parametrize("op", ["+", "*"])
 def test_broadcast_against_per_channel_values(op):
-    source = "network n {\n input image: [3, 3, 4]\n pooled = global_avgpool(image)\n" \
-        f" output logits = image {op} pooled\n}}"
-    check(source)
+    check(broadcast(op))
+
+
+CONCAT_TWO = net("concat(a, b)", "a: [2, 3, 3];b: [3, 3, 3]")
+CONCAT_THREE = net("concat(a, b, c, axis=2)", "a: [2, 2, 3];b: [2, 3, 3];c: [2, 1, 3]")
 
 
 def test_concat_of_two_along_channels():
-    check(net("concat(a, b)", "a: [2, 3, 3];b: [3, 3, 3]"))
+    check(CONCAT_TWO)
 
 
 def test_concat_of_three_along_rows():
-    check(net("concat(a, b, c, axis=2)", "a: [2, 2, 3];b: [2, 3, 3];c: [2, 1, 3]"))
+    check(CONCAT_THREE)

@@ -9,6 +9,40 @@ from .base import Attr, Fusion, Op, ShapeError, TensorType, expect_float, intege
 SCALAR = TensorType((), "float32")
 NO_LABEL = -(2**62)  # stands for "no ignored label" in kernels
 
+# The pointwise losses per element i of the flat prediction a and target b (kind 0: mse,
+# 1: bce with logits), written once for both targets: the term the loss averages, and the
+# gradient g[i] with respect to input `wrt` (0: a, 1: b) given scale = dy / size.
+POINTWISE_TERM = """
+if kind == 0:  # mse
+    d = a[i] - b[i]
+    term = d * d
+else:  # bce with logits: max(x, 0) - x t + log(1 + exp(-|x|))
+    x = a[i]
+    term = max(x, 0.0) - x * b[i] + math.log1p(math.exp(-abs(x)))
+"""
+
+POINTWISE_GRAD = """
+if kind == 0:
+    d = 2.0 * (a[i] - b[i]) * scale
+    g[i] = d if wrt == 0 else -d
+else:
+    x = a[i]
+    if wrt == 0:
+        s = 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
+        g[i] = (s - b[i]) * scale
+    else:
+        g[i] = -x * scale
+"""
+
+
+def _with_pointwise(source: str) -> str:
+    """The source with the POINTWISE_TERM and POINTWISE_GRAD lines replaced by their code (8 spaces in)."""
+    for name, code in (("POINTWISE_TERM", POINTWISE_TERM), ("POINTWISE_GRAD", POINTWISE_GRAD)):
+        body = "".join(" " * 8 + line + "\n" for line in code.strip().splitlines())
+        source = source.replace(" " * 8 + name + "\n", body)
+    return source
+
+
 LOSS_SOURCE = """
 @njit(cache=True)
 def _max_and_sum_exp(x, r, c):
@@ -73,12 +107,8 @@ def pointwise_loss(p, t, out, kind):
     b = t.reshape(-1)
     total = np.zeros(a.size)
     for i in prange(a.size):
-        if kind == 0:  # mse
-            d = a[i] - b[i]
-            total[i] = d * d
-        else:  # bce with logits: max(x, 0) - x t + log(1 + exp(-|x|))
-            x = a[i]
-            total[i] = max(x, 0.0) - x * b[i] + math.log1p(math.exp(-abs(x)))
+        POINTWISE_TERM
+        total[i] = term
     out[0] = total.sum() / a.size
 
 
@@ -89,17 +119,9 @@ def pointwise_loss_grad(p, t, dy, dx, kind, wrt):
     g = dx.reshape(-1)
     scale = dy[0] / a.size
     for i in prange(a.size):
-        if kind == 0:
-            d = 2.0 * (a[i] - b[i]) * scale
-            g[i] = d if wrt == 0 else -d
-        else:
-            x = a[i]
-            if wrt == 0:
-                s = 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
-                g[i] = (s - b[i]) * scale
-            else:
-                g[i] = -x * scale
+        POINTWISE_GRAD
 """
+LOSS_SOURCE = _with_pointwise(LOSS_SOURCE)
 
 
 # The same losses on the GPU. Cross-entropy runs one block per row (a row: one
@@ -248,12 +270,8 @@ def _pointwise_parts(a, b, parts, kind, n):
     tid = cuda.threadIdx.x
     s = 0.0
     for i in range(cuda.grid(1), n, cuda.gridsize(1)):
-        if kind == 0:  # mse
-            d = a[i] - b[i]
-            s += d * d
-        else:  # bce with logits: max(x, 0) - x t + log(1 + exp(-|x|))
-            x = a[i]
-            s += max(x, 0.0) - x * b[i] + math.log1p(math.exp(-abs(x)))
+        POINTWISE_TERM
+        s += term
     sm[tid] = s
     cuda.syncthreads()
     _tree_sum(sm, tid, THREADS)
@@ -281,22 +299,14 @@ def pointwise_loss(p, t, out, kind):
 def _pointwise_grad(a, b, dy, g, kind, wrt, n):
     scale = dy[0] / n
     for i in range(cuda.grid(1), n, cuda.gridsize(1)):
-        if kind == 0:
-            d = 2.0 * (a[i] - b[i]) * scale
-            g[i] = d if wrt == 0 else -d
-        else:
-            x = a[i]
-            if wrt == 0:
-                s = 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
-                g[i] = (s - b[i]) * scale
-            else:
-                g[i] = -x * scale
+        POINTWISE_GRAD
 
 
 def pointwise_loss_grad(p, t, dy, dx, kind, wrt):
     n = p.size
     _pointwise_grad[blocks(n), THREADS](p.reshape(n), t.reshape(n), dy.reshape(dy.size), dx.reshape(n), kind, wrt, n)
 """
+LOSS_CUDA_SOURCE = _with_pointwise(LOSS_CUDA_SOURCE)
 
 
 def _kernel(target: str, entry: str, args: tuple):

@@ -107,7 +107,7 @@ def programs() -> dict[str, str]:
     import test_cuda_target as target
 
     found = {name: name for name in ("lenet", "resnet18_cifar", "resnet50")}
-    found.update({f"conv:{k}": v for k, v in {**conv.UNFUSED, **conv.FUSED}.items()})
+    found.update({f"conv:{k}": v for k, v in {**conv.UNFUSED, **conv.FUSED, "wide_dense": conv.WIDE_DENSE}.items()})
     found.update({f"pool:{k}": pool.net(v) for k, v in pool.POOLS.items()})
     found.update({
         "norm:image": norm.IMAGE_BATCHNORM, "norm:vector": norm.VECTOR_BATCHNORM, "norm:dense": norm.DENSE_BATCHNORM,

@@ -44,3 +44,13 @@ def test_unfused_op_matches_cpu(name):
 @pytest.mark.parametrize("name", FUSED)
 def test_fused_epilogue_matches_cpu(name):
     cudacheck.check(FUSED[name], fuse=True, modes=("train",))
+
+
+# At batch 2 the dense weight gradient's K (the batch) is shorter than a tile and takes the
+# thread-per-output kernel; at batch 17 all three dense GEMMs run the tiled kernel, the last tile part-filled.
+WIDE_DENSE = "network n {\n input image: [20]\n h: dense(18) -> relu\n logits: dense(3)\n output logits\n}"
+
+
+@pytest.mark.parametrize("batch", [2, 17])
+def test_dense_gemms_at_short_and_tiled_k(batch):
+    cudacheck.check(WIDE_DENSE, batch=batch, modes=("train",))

@@ -47,7 +47,8 @@ def dense_grad_params(x, dy, dw, db):
 # operand given by its two strides (a transpose is a swap of strides). A block computes a
 # GEMM_TILE x GEMM_TILE tile of o (threadIdx.x walks n, so stores are coalesced), staging
 # K in chunks through shared memory; each operand tile is loaded with threadIdx.x along
-# whichever of its axes is contiguous, so loads are coalesced too. Shared arrays need their
+# whichever of its axes is contiguous, so loads are coalesced too (a K shorter than a tile
+# takes a thread per output instead). Shared arrays need their
 # element type when compiled: the kernel exists per float dtype (DTYPE, see conv.typed).
 DENSE_CUDA_KERNELS = """
 @cuda.jit(cache=True)
@@ -84,6 +85,20 @@ def _dense_gemm_DTYPE(a, sam, sak, b, sbk, sbn, o, e, M, N, K):
                 cuda.syncthreads()
             if m0 + ty < M and n0 + tx < N:
                 _epilogue(o, (m0 + ty) * N + n0 + tx, n0 + tx, acc, e)
+
+
+@cuda.jit(cache=True)
+def _dense_small_k_DTYPE(a, sam, sak, b, sbk, sbn, o, e, M, N, K):
+    # K shorter than a tile (a weight gradient at a small batch): staging through shared memory
+    # would mostly move zeros, so a thread per output sums its few products from global memory
+    # (consecutive threads take consecutive n: the stores coalesce).
+    for i in range(cuda.grid(1), M * N, cuda.gridsize(1)):
+        m = i // N
+        n = i - m * N
+        acc = DTYPE(0)
+        for k in range(K):
+            acc += a[m * sam + k * sak] * b[k * sbk + n * sbn]
+        _epilogue(o, i, n, acc, e)
 """
 
 DENSE_CUDA_LAUNCHERS = """
@@ -92,10 +107,12 @@ GEMM_PADDED = 17  # a shared row one longer than the tile: column walks hit dist
 
 
 def _dense_gemm(a, sam, sak, b, sbk, sbn, o, e, M, N, K):
+    args = (a.reshape(a.size), sam, sak, b.reshape(b.size), sbk, sbn, o.reshape(o.size), e, M, N, K)
+    if K < GEMM_TILE:
+        globals()["_dense_small_k_" + str(o.dtype)][blocks(M * N), THREADS](*args)
+        return
     tiles = lambda n: grid((n + GEMM_TILE - 1) // GEMM_TILE)  # noqa: E731
-    kernel = globals()["_dense_gemm_" + str(o.dtype)]
-    kernel[(tiles(M), tiles(N)), (GEMM_TILE, GEMM_TILE)](
-        a.reshape(a.size), sam, sak, b.reshape(b.size), sbk, sbn, o.reshape(o.size), e, M, N, K)
+    globals()["_dense_gemm_" + str(o.dtype)][(tiles(M), tiles(N)), (GEMM_TILE, GEMM_TILE)](*args)
 
 
 def dense(x, weight, out, e):

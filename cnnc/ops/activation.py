@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..backend.cpu.kernel import OUT, CpuKernel, In
 from ..backend.cuda.kernel import CudaKernel
 from .base import Attr, AttrError, Expr, Fusion, Op, ShapeError, TensorType, expect_float, integer, number, register
-from .templates import elementwise
+from .templates import elementwise, parallel_kernel
 
 
 class _Elementwise(Op):
@@ -192,17 +192,9 @@ else:  # dx = y * (dy - sum(dy * y))
         dx[j] = y[j] * (dy[j] - s)
 """
 
-_LINE_LOOPS = {
-    "cpu": ("@njit(parallel=True, cache=True)", "for line in prange(lines):"),
-    "cuda": ("@cuda.jit(cache=True)", "for line in range(cuda.grid(1), lines, cuda.gridsize(1)):"),
-}
-
-
 def _over_lines(target: str, name: str, arrays: str, body: str) -> str:
-    decorator, loop = _LINE_LOOPS[target]
-    indented = "".join(" " * 8 + line + "\n" for line in body.strip().splitlines())
-    return (f"{decorator}\ndef {name}({arrays}, lines, n, inner, log):\n    {loop}\n"
-            f"        o = line // inner\n        base = o * n * inner + (line - o * inner)\n{indented}")
+    line = "o = line // inner\nbase = o * n * inner + (line - o * inner)\n"
+    return parallel_kernel(target, name, f"{arrays}, lines, n, inner, log", line + body.strip(), "line", "lines")
 
 
 def _line_kernels(target: str) -> str:

@@ -28,6 +28,7 @@ from .base import (
     register,
     window_out,
 )
+from .templates import indented
 from ..graph import BATCH
 
 
@@ -724,6 +725,9 @@ def _conv_NAME_DTYPE(src, w, out, e, N, SH, SW, SC, RH, RW, RC, KH, KW, sh, sw, 
     a = cuda.shared.array((CONV_TILE_ROWS, CONV_PADDED), DTYPE)  # a[row, k]: CONV_ROWS rows a thread
     b = cuda.shared.array((CONV_TILE, CONV_PADDED), DTYPE)  # b[k, column]
     acc = cuda.local.array(CONV_ROWS, DTYPE)
+    rn = cuda.local.array(CONV_ROWS, int64)  # each row's pixel (n, rh, rw), found once per tile
+    rrh = cuda.local.array(CONV_ROWS, int64)
+    rrw = cuda.local.array(CONV_ROWS, int64)
     tx = cuda.threadIdx.x
     ty = cuda.threadIdx.y
     inner = SC // groups  # the reduction's innermost axis: a group's channels of src
@@ -735,6 +739,11 @@ def _conv_NAME_DTYPE(src, w, out, e, N, SH, SW, SC, RH, RW, RC, KH, KW, sh, sw, 
     for m0 in range(cuda.blockIdx.x * CONV_TILE_ROWS, total, cuda.gridDim.x * CONV_TILE_ROWS):
         for r in range(CONV_ROWS):
             acc[r] = DTYPE(0)
+            q = m0 + ty + r * CONV_TILE
+            rn[r] = q // (RH * RW)
+            q -= rn[r] * (RH * RW)
+            rrh[r] = q // RW
+            rrw[r] = q - rrh[r] * RW
         for k0 in range(0, K, CONV_TILE):
             k = k0 + tx
             tap = k // inner
@@ -746,10 +755,9 @@ def _conv_NAME_DTYPE(src, w, out, e, N, SH, SW, SC, RH, RW, RC, KH, KW, sh, sw, 
                 p = m0 + row
                 v = DTYPE(0)
                 if p < total and k < K:
-                    n = p // (RH * RW)
-                    q = p - n * (RH * RW)
-                    rh = q // RW
-                    rw = q - rh * RW
+                    n = rn[r]
+                    rh = rrh[r]
+                    rw = rrw[r]
                     GATHER
                 a[row, tx] = v
             v = DTYPE(0)
@@ -800,8 +808,7 @@ GRAD_INPUT_WEIGHT = "(((g * inner + c) * cols + j) * KH + kh) * KW + kw"
 
 def implicit_gemm(name: str, gather: str, weight: str) -> str:
     """The IMPLICIT_GEMM kernel `_conv_{name}_DTYPE` with its gather and weight index."""
-    gather = "".join(" " * 20 + line + "\n" for line in gather.strip().splitlines())
-    return IMPLICIT_GEMM.replace("NAME", name).replace(" " * 20 + "GATHER\n", gather).replace("WEIGHT", weight)
+    return IMPLICIT_GEMM.replace("NAME", name).replace(" " * 20 + "GATHER\n", indented(gather, 20)).replace("WEIGHT", weight)
 
 
 CONV_CUDA_KERNELS = implicit_gemm("forward", FORWARD_GATHER, FORWARD_WEIGHT) + implicit_gemm(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..backend.cpu.kernel import OUT, CpuKernel, In, Value
 from ..backend.cuda.kernel import CudaKernel
 from .base import Attr, Fusion, Op, ShapeError, TensorType, expect_float, integer, optional, register
+from .templates import indented
 
 SCALAR = TensorType((), "float32")
 NO_LABEL = -(2**62)  # stands for "no ignored label" in kernels
@@ -38,8 +39,7 @@ else:
 def _with_pointwise(source: str) -> str:
     """The source with the POINTWISE_TERM and POINTWISE_GRAD lines replaced by their code (8 spaces in)."""
     for name, code in (("POINTWISE_TERM", POINTWISE_TERM), ("POINTWISE_GRAD", POINTWISE_GRAD)):
-        body = "".join(" " * 8 + line + "\n" for line in code.strip().splitlines())
-        source = source.replace(" " * 8 + name + "\n", body)
+        source = source.replace(" " * 8 + name + "\n", indented(code, 8))
     return source
 
 

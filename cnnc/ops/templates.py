@@ -34,3 +34,22 @@ def fill(out, value):
     out[:] = value
 """
     return CpuKernel(source, "fill", (FLAT_OUT, float(value)))
+
+
+# A loop over `count` items in parallel, per target: the kernel's decorator and its loop header.
+PARALLEL_LOOPS = {
+    "cpu": ("@njit(parallel=True, cache=True)", "for {index} in prange({count}):"),
+    "cuda": ("@cuda.jit(cache=True)", "for {index} in range(cuda.grid(1), {count}, cuda.gridsize(1)):"),
+}
+
+
+def indented(code: str, spaces: int) -> str:
+    """A snippet written at column 0, indented to sit inside generated code."""
+    return "".join(" " * spaces + line + "\n" for line in code.strip().splitlines())
+
+
+def parallel_kernel(target: str, name: str, params: str, body: str, index: str, count: str, setup: str = "") -> str:
+    """`def name(params)`: `setup`, then `body` for every `index` below `count`, in the target's parallel loop."""
+    decorator, loop = PARALLEL_LOOPS[target]
+    return (f"{decorator}\ndef {name}({params}):\n{indented(setup, 4) if setup.strip() else ''}"
+            f"    {loop.format(index=index, count=count)}\n{indented(body, 8)}")

@@ -5,43 +5,39 @@ from __future__ import annotations
 import numpy as np
 
 
-# Each update rule once, for element i of the flat arenas; each target wraps it in its loop
-# (prange on the CPU, a grid-stride loop on the GPU) and compiles it like any kernel.
-RULES = {
+# Each update rule once, for element i of the flat arenas; each target runs it in its parallel
+# loop (prange on the CPU, a grid-stride loop on the GPU) and compiles it like any kernel.
+RULES = {  # name: (parameters, setup before the loop, the rule)
     "sgd": ("p, g, buf, lr, momentum, weight_decay, dampening, nesterov, first", "", """
-        d = g[i] + weight_decay * p[i]
-        if momentum != 0.0:
-            if first:
-                buf[i] = d
-            else:
-                buf[i] = momentum * buf[i] + (1.0 - dampening) * d
-            d = d + momentum * buf[i] if nesterov else buf[i]
-        p[i] -= lr * d
+d = g[i] + weight_decay * p[i]
+if momentum != 0.0:
+    if first:
+        buf[i] = d
+    else:
+        buf[i] = momentum * buf[i] + (1.0 - dampening) * d
+    d = d + momentum * buf[i] if nesterov else buf[i]
+p[i] -= lr * d
 """),
     "adam": ("p, g, m, v, lr, beta1, beta2, eps, weight_decay, step", """
-    c1 = 1.0 - beta1**step
-    c2 = 1.0 - beta2**step
+c1 = 1.0 - beta1**step
+c2 = 1.0 - beta2**step
 """, """
-        d = g[i] + weight_decay * p[i]
-        m[i] = beta1 * m[i] + (1.0 - beta1) * d
-        v[i] = beta2 * v[i] + (1.0 - beta2) * d * d
-        p[i] -= lr * (m[i] / c1) / (math.sqrt(v[i] / c2) + eps)
+d = g[i] + weight_decay * p[i]
+m[i] = beta1 * m[i] + (1.0 - beta1) * d
+v[i] = beta2 * v[i] + (1.0 - beta2) * d * d
+p[i] -= lr * (m[i] / c1) / (math.sqrt(v[i] / c2) + eps)
 """),
-}
-
-LOOPS = {
-    "cpu": ("@njit(parallel=True, cache=True)", "for i in prange(p.size):"),
-    "cuda": ("@cuda.jit(cache=True)", "for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):"),
 }
 
 
 def source(target: str) -> str:
     """The kernels `sgd` and `adam` of a target (on the GPU, host launchers of `_sgd` and `_adam`)."""
-    decorator, loop = LOOPS[target]
-    prefix = "_" if target == "cuda" else ""
+    from ..ops.templates import parallel_kernel
+
     parts = []
     for name, (params, setup, rule) in RULES.items():
-        parts.append(f"{decorator}\ndef {prefix}{name}({params}):{setup.rstrip()}\n    {loop}{rule.rstrip()}\n")
+        kernel = name if target == "cpu" else "_" + name
+        parts.append(parallel_kernel(target, kernel, params, rule, "i", "p.size", setup))
         if target == "cuda":
             parts.append(f"def {name}(p, *args):\n    _{name}[blocks(p.size), THREADS](p, *args)\n")
     return "\n\n".join(parts)

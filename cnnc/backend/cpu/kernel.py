@@ -2,22 +2,25 @@
 
 An op's `cpu()` returns a `CpuKernel`: Python source defining Numba functions,
 the entry to call, and its arguments in order. The backend writes each distinct
-source to the kernel cache folder under a hash of its text and imports it from
-there, so Numba's `cache=True` keeps the machine code on disk and a second
-process compiling the same model pays almost nothing. Identical sources (the
-same op on layers of any shape) are one module and one compile.
+source to the kernel cache folder under a hash of its text and runs it as a
+module of that file, so Numba's `cache=True` keeps the machine code on disk and
+a second process compiling the same model pays almost nothing. Identical
+sources (the same op on layers of any shape) are one module and one compile.
+The folder's safety and repair are cache.py's.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
-import os
 import sys
 import threading
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
+
+from ...errors import CnncError
+from . import cache
 
 # The preamble of every generated module.
 HEADER = '''\
@@ -117,19 +120,15 @@ class CpuKernel:
 
 
 def cache_dir() -> Path:
-    """$CNNC_CACHE_DIR, else the user cache folder (~/.cache/cnnc/kernels)."""
-    explicit = os.environ.get("CNNC_CACHE_DIR")
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "cnnc" / "kernels"
+    """The configured cache folder: $CNNC_CACHE_DIR, else the user cache folder (~/.cache/cnnc/kernels)."""
+    return cache.configured()[0]
 
 
 def module_source(source: str) -> str:
     return HEADER + source.strip() + "\n"
 
 
-_modules: dict[str, Any] = {}
+_modules: dict[tuple[Path, str], Any] = {}
 _lock = threading.Lock()
 
 
@@ -142,25 +141,35 @@ def load(kernel: CpuKernel) -> Callable:
 def import_text(digest: str, text: str):
     """The module of this source text (imported once per process), written to the cache folder."""
     with _lock:
-        module = _modules.get(digest)
+        folder = cache.folder()
+        module = _modules.get((folder, digest))
         if module is None:
-            module = _import(digest, text)
-            _modules[digest] = module
+            folder = _write(folder, digest, text)
+            module = _import(folder / f"k_{digest}.py", digest, text)
+            _modules[folder, digest] = module
     return module
 
 
-def _import(digest: str, text: str):
-    folder = cache_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"k_{digest}.py"
-    if not path.exists() or path.read_text() != text:
-        # Write then rename: a concurrent process never imports a half-written file.
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+def _write(folder: Path, digest: str, text: str) -> Path:
+    """The folder now holding this kernel's file (rewritten if missing, changed or damaged)."""
+    try:
+        cache.write_kernel(folder / f"k_{digest}.py", text.encode())
+    except OSError as e:
+        folder = cache.fall_back(f"cannot write to it ({e.strerror or e})")
+        try:
+            cache.write_kernel(folder / f"k_{digest}.py", text.encode())
+        except OSError as again:
+            raise CnncError(f"cannot write a kernel to {folder} ({again.strerror or again})") from None
+    return folder
+
+
+def _import(path: Path, digest: str, text: str):
+    # The code run is `text` itself, never bytes read back from the folder; Numba only needs
+    # the file to exist, for its cache index.
     name = f"cnnc_kernels.k_{digest}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
+    module = types.ModuleType(name)
+    module.__file__ = str(path)
     sys.modules[name] = module
-    spec.loader.exec_module(module)
+    exec(compile(text, str(path), "exec"), module.__dict__)
+    cache.guard_numba(module, path.parent / cache.PYCACHE)
     return module

@@ -1,0 +1,282 @@
+"""The kernel cache: private whatever the umask, refused when others could write it, repaired when damaged."""
+
+import errno
+import os
+import pickle
+import shutil
+import stat
+import warnings
+
+import numpy as np
+import pytest
+
+import cnnc
+from cnnc.backend.cpu import cache, kernel
+from cnnc.errors import CnncError
+
+ADD_ONE = kernel.CpuKernel(
+    "@njit(cache=True)\ndef add_one(x, out):\n    for i in range(x.shape[0]):\n        out[i] = x[i] + 1.0\n",
+    "add_one",
+)
+OTHER_UID = 54321  # a user that owns nothing here
+
+
+@pytest.fixture
+def fresh(monkeypatch):
+    """Forget every folder checked and kernel imported, so each test starts as a new process would."""
+    monkeypatch.setattr(cache, "_usable", {})
+    monkeypatch.setattr(kernel, "_modules", {})
+    monkeypatch.delenv("CNNC_CACHE_DIR", raising=False)
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    return monkeypatch
+
+
+def give_away(path):
+    """Make `path` another user's (only root can)."""
+    if os.getuid() != 0:
+        pytest.skip("only root can give a file to another user")
+    os.chown(path, OTHER_UID, -1)
+
+
+def use(monkeypatch, folder):
+    monkeypatch.setenv("CNNC_CACHE_DIR", str(folder))
+    return folder
+
+
+def run_add_one():
+    """Load the kernel as a new process would, check its result; its Numba dispatcher."""
+    kernel._modules.clear()
+    f = kernel.load(ADD_ONE)
+    out = np.zeros(3)
+    f(np.arange(3.0), out)
+    np.testing.assert_array_equal(out, [1.0, 2.0, 3.0])
+    return f
+
+
+def loaded_from_disk(f) -> bool:
+    return sum(f.stats.cache_hits.values()) > 0
+
+
+def quietly(run=run_add_one):
+    """Run with no warning allowed: the cache folder was used as it is."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", cache.KernelCacheWarning)
+        return run()
+
+
+def refused(folder):
+    """The run warns, gives the right result, and leaves `folder` as it was."""
+    before = sorted(os.listdir(folder)) if folder.is_dir() else None
+    with pytest.warns(cache.KernelCacheWarning, match="cannot use the kernel cache"):
+        run_add_one()
+    after = sorted(os.listdir(folder)) if folder.is_dir() else None
+    assert after == before
+
+
+def pycache_files(folder):
+    return sorted((folder / "__pycache__").iterdir())
+
+
+@pytest.fixture(scope="module")
+def populated(tmp_path_factory):
+    """A cache folder that holds the compiled kernel (compiled once for the whole module)."""
+    folder = tmp_path_factory.mktemp("populated") / "kernels"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cache, "_usable", {})
+        mp.setattr(kernel, "_modules", {})
+        use(mp, folder)
+        run_add_one()
+    return folder
+
+
+@pytest.fixture
+def copy_of(populated, tmp_path, fresh):
+    """A private copy of the populated cache, in use."""
+    folder = tmp_path / "kernels"
+    shutil.copytree(populated, folder, symlinks=True)
+    return use(fresh, folder)
+
+
+# -- permissions -------------------------------------------------------------
+
+
+def modes(root):
+    found = {}
+    for parent, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = os.path.join(parent, name)
+            found[os.path.relpath(path, root)] = stat.S_IMODE(os.lstat(path).st_mode)
+    return found
+
+
+@pytest.mark.parametrize("where", ["CNNC_CACHE_DIR", "default"])
+def test_under_umask_000_the_cache_is_created_private(tmp_path, fresh, where):
+    if where == "default":
+        fresh.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    else:
+        use(fresh, tmp_path / "xdg" / "deep" / "kernels")  # missing folders above it are made too
+    old = os.umask(0)
+    try:
+        quietly()
+    finally:
+        os.umask(old)
+    found = modes(tmp_path / "xdg")
+    assert any(name.endswith(".nbi") for name in found) and any(name.endswith(".py") for name in found)
+    for name, mode in found.items():
+        assert mode == (0o700 if (tmp_path / "xdg" / name).is_dir() else 0o600), name
+
+
+@pytest.mark.parametrize("damage", ["foreign owner", "world-writable", "group-writable", "read-only"])
+def test_a_cache_folder_others_control_or_that_is_read_only_is_refused(tmp_path, fresh, damage):
+    folder = use(fresh, tmp_path / "kernels")
+    folder.mkdir()
+    change = {
+        "foreign owner": lambda: give_away(folder),
+        "world-writable": lambda: os.chmod(folder, 0o777),
+        "group-writable": lambda: os.chmod(folder, 0o770),
+        "read-only": lambda: os.chmod(folder, 0o500),
+    }
+    change[damage]()
+    refused(folder)
+
+
+def test_the_cnnc_folder_above_the_default_cache_is_checked(tmp_path, fresh):
+    fresh.setenv("XDG_CACHE_HOME", str(tmp_path))
+    (tmp_path / "cnnc" / "kernels").mkdir(parents=True, mode=0o700)
+    os.chmod(tmp_path / "cnnc", 0o777)
+    refused(tmp_path / "cnnc" / "kernels")
+
+
+def test_a_folder_above_that_others_can_write_is_refused_unless_sticky(tmp_path, fresh):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    use(fresh, shared / "kernels")
+    refused(shared)
+    os.chmod(shared, 0o1777)  # like /tmp: others cannot rename what is ours
+    cache._usable.clear()
+    quietly()
+
+
+def planted_index(path, marker):
+    """An index file whose unpickling creates `marker`."""
+
+    class Plant:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    import numba
+
+    path.write_bytes(pickle.dumps(numba.__version__) + pickle.dumps(Plant()))
+
+
+def test_a_planted_index_in_a_folder_others_can_write_is_never_unpickled(copy_of, tmp_path):
+    marker = tmp_path / "ran"
+    for index in copy_of.glob("__pycache__/*.nbi"):
+        planted_index(index, marker)
+    os.chmod(copy_of, 0o777)
+    refused(copy_of)
+    assert not marker.exists()
+
+
+def test_numba_files_of_another_user_are_removed_before_loading(copy_of, tmp_path):
+    marker = tmp_path / "ran"
+    (index,) = copy_of.glob("__pycache__/*.nbi")
+    planted_index(index, marker)
+    give_away(index)
+    quietly()
+    assert not marker.exists()
+    assert all(p.stat().st_uid == os.getuid() for p in pycache_files(copy_of))  # rebuilt by us
+    assert loaded_from_disk(quietly())
+
+
+# -- damage ------------------------------------------------------------------
+
+
+def _files(folder, pattern):
+    found = list(folder.glob(pattern))
+    assert found, pattern
+    return found
+
+
+def _empty(folder, pattern):
+    for path in _files(folder, pattern):
+        path.write_bytes(b"")
+
+
+def _garbage(folder, pattern):
+    for path in _files(folder, pattern):
+        path.write_bytes(b"garbage\x00\xff" * 10)
+
+
+def _folder_instead(folder, pattern):
+    for path in _files(folder, pattern):
+        path.unlink()
+        (path / "inside").mkdir(parents=True)
+
+
+DAMAGE = {
+    "empty index": lambda f: _empty(f, "__pycache__/*.nbi"),
+    "garbage index": lambda f: _garbage(f, "__pycache__/*.nbi"),
+    "empty data": lambda f: _empty(f, "__pycache__/*.nbc"),
+    "garbage data": lambda f: _garbage(f, "__pycache__/*.nbc"),
+    "folder for index": lambda f: _folder_instead(f, "__pycache__/*.nbi"),
+    "folder for data": lambda f: _folder_instead(f, "__pycache__/*.nbc"),
+    "non-UTF-8 kernel file": lambda f: [p.write_bytes(p.read_bytes() + b"\xff\xfe") for p in _files(f, "k_*.py")],
+    "folder for kernel file": lambda f: _folder_instead(f, "k_*.py"),
+    "file for numba folder": lambda f: (shutil.rmtree(f / "__pycache__"), (f / "__pycache__").write_text("x")),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_a_damaged_entry_is_rebuilt_and_the_next_run_loads_it(copy_of, damage):
+    DAMAGE[damage](copy_of)
+    quietly()  # rebuilt, with the right result
+    assert any(p.suffix == ".nbi" for p in pycache_files(copy_of))  # in the folder checked, not Numba's own
+    assert loaded_from_disk(quietly())  # and whole again
+
+
+def test_an_empty_read_only_filesystem_falls_back(tmp_path, fresh):
+    folder = use(fresh, tmp_path / "kernels")
+    real_write = cache.write_kernel
+
+    def read_only(path, data):
+        if path.parent == folder:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+        real_write(path, data)
+
+    fresh.setattr(cache, "write_kernel", read_only)
+    with pytest.warns(cache.KernelCacheWarning, match="Read-only file system"):
+        run_add_one()
+
+
+def test_cnnc_cache_dir_naming_a_file_falls_back(tmp_path, fresh):
+    plain = use(fresh, tmp_path / "notes.txt")
+    plain.write_text("mine")
+    with pytest.warns(cache.KernelCacheWarning, match="not a folder"):
+        run_add_one()
+    assert plain.read_text() == "mine"
+
+
+def test_no_usable_folder_at_all_is_a_cnnc_error(tmp_path, fresh):
+    use(fresh, tmp_path / "notes.txt").write_text("mine")
+    fresh.setattr(cache, "_temporary", None)
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    fresh.setattr(cache.tempfile, "mkdtemp", no_space)
+    with pytest.warns(cache.KernelCacheWarning), pytest.raises(CnncError, match="No space left"):
+        run_add_one()
+
+
+def test_a_model_runs_correctly_on_a_damaged_cache(tmp_path, fresh):
+    use(fresh, tmp_path / "kernels")
+    program = "network tiny {\n input x: [6]\n dense(4) -> relu -> dense(3)\n}\n"
+    x = np.random.default_rng(0).random((2, 6), dtype=np.float32)
+    expected = cnnc.compile(program, seed=1)(x)
+    for path in (tmp_path / "kernels" / "__pycache__").iterdir():
+        path.write_bytes(b"garbage")
+    kernel._modules.clear()
+    got = quietly(lambda: cnnc.compile(program, seed=1)(x))
+    np.testing.assert_array_equal(got, expected)

@@ -43,15 +43,49 @@ class CnncError(Exception):
         return self.loc.column if self.loc else None
 
     def __str__(self) -> str:
+        message = shorten(self.message)
         if self.loc is None:
-            return self.message
-        text = f"{self.loc}: {self.message}"
+            return message
+        text = f"{self.loc}: {message}"
         if self.loc.source_line:
-            line = self.loc.source_line.expandtabs(4)
-            # The caret must land under the same character after tab expansion.
-            prefix = self.loc.source_line[: self.loc.column - 1].expandtabs(4)
-            text += f"\n    {line}\n    {' ' * len(prefix)}^"
+            line, caret = quote_line(self.loc.source_line, self.loc.column)
+            text += f"\n    {line}\n    {' ' * caret}^"
         return text
+
+
+QUOTE_WIDTH = 100  # characters of a long source line shown around the column
+MESSAGE_WIDTH = 1000  # a message quoting a huge name or value is cut to about this
+
+
+def shorten(message: str) -> str:
+    """The message, its middle cut out when it is absurdly long (the end often holds a suggestion)."""
+    if len(message) <= MESSAGE_WIDTH:
+        return message
+    tail = MESSAGE_WIDTH // 5
+    return f"{message[: MESSAGE_WIDTH - tail]} ... {message[-tail:]}"
+
+
+def quote_line(source_line: str, column: int) -> tuple[str, int]:
+    """The source line as printed under a message, and the caret's offset in it.
+
+    Tabs are expanded; characters a terminal would not show as one visible
+    character become '?'; a long line is cut to a window around the column,
+    with '...' marking the cuts, so an error never re-prints a huge line.
+    """
+    index = max(0, min(column - 1, len(source_line)))
+    start = max(0, index - QUOTE_WIDTH // 2)
+    end = min(len(source_line), start + QUOTE_WIDTH)
+    start = max(0, min(start, end - QUOTE_WIDTH))
+    window = _printable(source_line[start:end])
+    # The caret must land under the same character after tab expansion.
+    caret = len(window[: index - start].expandtabs(4))
+    head = "..." if start > 0 else ""
+    tail = "..." if end < len(source_line) else ""
+    return head + window.expandtabs(4) + tail, len(head) + caret
+
+
+def _printable(text: str) -> str:
+    return "".join(c if c.isprintable() or c == "\t" else "?" for c in text)
 
 
 def closest(name: str, choices) -> str:

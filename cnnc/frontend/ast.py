@@ -7,6 +7,8 @@ from typing import Any
 
 from ..errors import Loc
 
+MAX_INT = 2**62  # the largest integer a program, a hyperparameter or a literal may hold
+
 
 @dataclass
 class Node:

@@ -32,7 +32,7 @@ MAX_DEPTH = 64  # nested block calls
 MAX_NODES = 100_000
 MAX_REPEAT = 10_000
 MAX_STEPS = 2_000_000
-MAX_INT = 2**62
+MAX_INT = ast.MAX_INT
 MAX_LIST = 10_000
 DTYPES = ("float32", "float64", "int64", "int32")
 
@@ -171,6 +171,8 @@ class Builder:
         self.network = network
         self.graph = Graph(network.name)
         self.steps = 0
+        self.where = network.loc  # the last place interpreted
+        self.layers = 0  # checked against MAX_NODES as each layer is added
         self.hyper = hyperparameters
         self._list_sizes: dict[int, tuple[list, int]] = {}
 
@@ -387,7 +389,8 @@ class Builder:
         except ShapeError as e:
             where = "" if name == op.name else f" (in {name})"
             raise CnncError(f"{e}{where}", loc) from None
-        if len(self.graph) >= MAX_NODES:
+        self.layers += 1  # inputs are not layers: a chain of MAX_NODES layers after an input is allowed
+        if self.layers > MAX_NODES:
             raise CnncError(f"the network has more than {MAX_NODES:,} layers", loc)
         specs: dict[str, ParamSpec] = {}
         local_to_full: dict[str, str] = {}
@@ -496,6 +499,7 @@ class Builder:
     # -- expressions --------------------------------------------------------
     def _tick(self, loc: Loc) -> None:
         self.steps += 1
+        self.where = loc
         if self.steps > MAX_STEPS:
             raise CnncError(f"the program takes more than {MAX_STEPS:,} steps to build", loc)
 
@@ -562,8 +566,20 @@ class Builder:
         self._unknown(expr.func, frame, expr.loc, called=True)
 
     def _binop(self, expr: ast.BinOp, frame: Frame) -> Any:
+        # a + b + c + ... is a left-deep tree: walk down its left operands in a loop, not by recursion.
+        spine = []
+        while isinstance(expr, ast.BinOp):
+            spine.append(expr)
+            expr = expr.left
+        value = self._eval(expr, frame)
+        for binop in reversed(spine):
+            self._tick(binop.loc)
+            value = self._combine(binop, frame, value)
+        return value
+
+    def _combine(self, expr: ast.BinOp, frame: Frame, left: Any) -> Any:
+        """`left op right` for one binary operator, its left operand already evaluated."""
         op = expr.op
-        left = self._eval(expr.left, frame)
         if op in ("and", "or"):
             if not isinstance(left, bool):
                 raise CnncError(f"'{op}' needs true or false, got {_show(left)}", expr.left.loc)
@@ -669,7 +685,8 @@ def _is_num(x: Any) -> bool:
 
 def build(network: ast.Definition, hyperparameters: dict[str, Any]) -> Graph:
     """Interpret `network` with the given hyperparameter values into a typed Graph."""
+    builder = Builder(network, hyperparameters)
     try:
-        return Builder(network, hyperparameters).build()
+        return builder.build()
     except RecursionError:
-        raise CnncError("the program is nested too deeply", network.loc) from None
+        raise CnncError("the program is nested too deeply (block calls and expressions together)", builder.where) from None

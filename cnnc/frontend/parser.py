@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import functools
+import math
 import re
 
 import lark
-from lark import Token, Transformer, v_args
+from lark import Token, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+from lark.visitors import Transformer_NonRecursive
 
 from ..errors import CnncError, Loc
 from ..resources import grammar_file
@@ -18,6 +21,9 @@ OPENERS = {"LPAR": "RPAR", "LSQB": "RSQB", "LBRACE": "RBRACE"}
 CLOSERS = {"RPAR", "RSQB", "RBRACE"}
 # After these a line break cannot end a statement, so it is dropped.
 CONTINUE_AFTER = {"LPAR", "LSQB", "LBRACE", "COMMA", "_ARROW"}
+# How deeply expressions, groups and statements may nest. The builder interprets
+# the tree recursively; a flat chain like a + b + c + ... does not count as nesting.
+MAX_NESTING = 100
 
 
 class LineJoiner:
@@ -107,11 +113,13 @@ def _expected_text(expected) -> str:
     return "one of " + ", ".join(items)
 
 
-def _describe_token(token: Token) -> str:
+def _describe_token(token: Token, show: bool = True) -> str:
     if token.type == "$END":
         return "end of the file"
     if token.type == "_NL":
         return "a line break"
+    if not show:  # the text of a file that is not a .cnn program is not repeated
+        return {"NAME": "name", "NUMBER": "number", "STRING": "string"}.get(token.type, "symbol")
     if token.type in ("NAME", "NUMBER", "STRING"):
         return f"{_NAMED[token.type][2:] if token.type != 'NAME' else 'name'} {token.value!s}"
     return f"'{token.value}'"
@@ -126,7 +134,8 @@ def _keyword_hint(token: Token, lines: list[str]) -> str:
     if token.type == "NAME":
         candidates.append(str(token))
     if token.type != "$END":
-        before = re.search(r"([A-Za-z_]\w*)\s*$", _line(lines, token.line)[: token.column - 1])
+        # Only the end of the line matters; searching all of a long line takes quadratic time.
+        before = re.search(r"([A-Za-z_]\w*)$", _line(lines, token.line)[: token.column - 1].rstrip()[-40:])
         if before:
             candidates.append(before.group(1))
     for word in candidates:
@@ -138,54 +147,105 @@ def _keyword_hint(token: Token, lines: list[str]) -> str:
 
 
 def _line(lines: list[str], n: int) -> str:
-    return lines[n - 1] if 0 < n <= len(lines) else ""
+    return lines[n - 1].removesuffix("\r") if 0 < n <= len(lines) else ""
 
 
-def parse(text: str, filename: str = "<string>") -> ast.Module:
-    """Parse one .cnn source text into a Module. Raises CnncError on bad syntax."""
-    lines = text.splitlines()
+def _last_line(lines: list[str]) -> int:
+    """The last line, where an unexpected end of the file is reported (a final \n starts no line)."""
+    return max(1, len(lines) - (lines[-1] == ""))
+
+
+def parse(text: str, filename: str = "<string>", quote: bool = True) -> ast.Module:
+    """Parse one .cnn source text into a Module. Raises CnncError on bad syntax.
+
+    Error locations carry the source line only when `quote` is true: the
+    loader quotes lines of .cnn files alone, never of whatever else was opened.
+    """
+    text = text.removeprefix("\ufeff")  # a UTF-8 byte-order mark, as some editors write
+    # Lines as the lexer counts them: only \n ends a line (not U+2028, U+0085, ...).
+    lines = text.split("\n")
 
     def loc(line: int, column: int) -> Loc:
-        return Loc(filename, line, column, _line(lines, line))
+        return Loc(filename, line, column, _line(lines, line) if quote else "")
 
     try:
         tree = _parser().parse(text)
     except UnexpectedCharacters as e:
         char = text[e.pos_in_stream] if e.pos_in_stream < len(text) else ""
-        raise CnncError(f"unexpected character {char!r}", loc(e.line, e.column)) from None
+        shown = f" {char!r}" if quote else ""
+        raise CnncError(f"unexpected character{shown}", loc(e.line, e.column)) from None
     except UnexpectedEOF as e:
-        n = len(lines) or 1
+        n = _last_line(lines)
         raise CnncError(
             f"unexpected end of the file; expected {_expected_text(e.expected)}", loc(n, len(_line(lines, n)) + 1)
         ) from None
     except UnexpectedToken as e:
         token = e.token
         if token.type == "$END":
-            n = len(lines) or 1
+            n = _last_line(lines)
             where = loc(n, len(_line(lines, n)) + 1)
         else:
             where = loc(token.line, token.column)
-        hint = _keyword_hint(token, lines)
-        raise CnncError(f"unexpected {_describe_token(token)}; expected {_expected_text(e.expected)}{hint}", where) from None
+        hint = _keyword_hint(token, lines) if quote else ""
+        raise CnncError(f"unexpected {_describe_token(token, quote)}; expected {_expected_text(e.expected)}{hint}", where) from None
     except UnexpectedInput as e:  # pragma: no cover - other lark input errors
         raise CnncError(f"syntax error: {e}", loc(getattr(e, "line", 1), getattr(e, "column", 1))) from None
-    except RecursionError:
-        raise CnncError("the program is nested too deeply", loc(1, 1)) from None
     try:
-        return _ToAst(loc, filename).transform(tree)
+        module = _ToAst(loc, filename).transform(tree)
     except VisitError as e:
         if isinstance(e.orig_exc, CnncError):
             raise e.orig_exc from None
-        if isinstance(e.orig_exc, RecursionError):
-            raise CnncError("the program is nested too deeply", loc(1, 1)) from None
         raise
-    except RecursionError:
-        raise CnncError("the program is nested too deeply", loc(1, 1)) from None
+    check_nesting(module)
+    return module
+
+
+# -- nesting ------------------------------------------------------------------
+
+
+@functools.cache
+def _child_fields(kind: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(kind) if f.name not in ("loc", "module"))
+
+
+def _children(node: ast.Node) -> list[ast.Node]:
+    """The syntax nodes directly inside `node` (statement lists and if-branches included)."""
+    found = []
+    pending = [getattr(node, name) for name in _child_fields(type(node))]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, ast.Node):
+            found.append(value)
+        elif isinstance(value, (list, tuple)):
+            pending.extend(value)
+    return found
+
+
+# The constructs that nest: each one inside another adds a level.
+NESTING = (ast.ListExpr, ast.Call, ast.BinOp, ast.UnaryOp, ast.Attribute, ast.Index, ast.Repeat, ast.Group, ast.If)
+
+
+def _nests(parent: ast.Node, child: ast.Node) -> bool:
+    if isinstance(parent, ast.BinOp) and child is parent.left:
+        return False  # a + b + c + ... is a left-deep tree, but not nesting
+    # A chain nests when it is in parentheses (inside a link), not as a statement.
+    return isinstance(child, NESTING) or isinstance(child, ast.Chain) and isinstance(parent, ast.Link)
+
+
+def check_nesting(module: ast.Module) -> None:
+    """Refuse programs nested more than MAX_NESTING deep, at the place that is too deep."""
+    stack = [(module, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_NESTING:
+            raise CnncError(f"the program is nested too deeply (more than {MAX_NESTING} levels)", node.loc)
+        for child in _children(node):
+            stack.append((child, depth + _nests(node, child)))
 
 
 @v_args(meta=True, inline=True)
-class _ToAst(Transformer):
-    """Lark tree -> ast dataclasses."""
+class _ToAst(Transformer_NonRecursive):
+    """Lark tree -> ast dataclasses (without recursion: a long chain is a deep tree)."""
 
     def __init__(self, loc, filename):
         super().__init__()
@@ -262,12 +322,17 @@ class _ToAst(Transformer):
     # -- expressions --------------------------------------------------------
     def number(self, meta, token):
         text = str(token)
+        shown = text if len(text) <= 24 else text[:20] + "..."
         if any(c in text for c in ".eE"):
             value = float(text)
+            if not math.isfinite(value):
+                raise CnncError(f"number {shown} is too large for a float", self._tok(token))
         else:
-            if len(text) > 30:
-                raise CnncError(f"number {text[:20]}... is too large", self._tok(token))
-            value = int(text)
+            # Compare digits before converting: int() of a huge literal is slow.
+            digits = text.lstrip("0") or "0"
+            if len(digits) > len(str(ast.MAX_INT)) or int(digits) > ast.MAX_INT:
+                raise CnncError(f"number {shown} is too large (integers are limited to 2^62)", self._tok(token))
+            value = int(digits)
         return ast.Const(self._tok(token), value)
 
     def string(self, meta, token):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from .errors import CnncError
 from .graph import Graph
-from .passes.fuse import Group, plan_groups, singles
+from .passes.fuse import Group, plan_groups, single_groups
 from .passes.pipeline import optimize
 
 
@@ -41,17 +41,17 @@ def explain(graph: Graph, training: bool = False, batch: int = 1, fuse: bool = T
     if batch < 1:
         raise CnncError(f"the batch size must be at least 1, got {batch}")
     step = step_graph(graph, training)
-    unfused = singles(step.copy())
+    unfused = single_groups(step)
     scheduled = optimize(step, training, fuse)
     grads = set(step.grads.values())
     # The unplanned figure: every value of the unoptimized graph in a buffer of its own.
-    unplanned = plan_groups(unfused, unfused.groups, batch, float_itemsize, exclude=grads).unplanned_bytes
+    unplanned = plan_groups(step, unfused, batch, float_itemsize, exclude=grads).unplanned_bytes
     planned = plan_groups(scheduled, scheduled.groups, batch, float_itemsize, exclude=grads)
     return {
         "model": graph.name,
         "mode": "training step" if training else "inference",
         "batch": batch,
-        "kernels": {"unfused": kernel_count(unfused.groups), "fused": kernel_count(scheduled.groups)},
+        "kernels": {"unfused": kernel_count(unfused), "fused": kernel_count(scheduled.groups)},
         "peak_bytes": {"unplanned": unplanned, "planned": planned.arena_bytes},
         "groups": [
             {"name": g.name, "kind": g.kind + (f" ({g.pattern})" if g.pattern else ""), "nodes": list(g.nodes),

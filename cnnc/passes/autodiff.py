@@ -132,10 +132,8 @@ def differentiate(graph: Graph, loss: str, wrt_inputs: tuple[str, ...] = ()) -> 
 
 def _prune(g: Graph, forward_nodes: list[Node]) -> None:
     """Drop backward nodes whose results reach no gradient (a rule may build one eagerly)."""
-    import networkx as nx
+    from .rewrite import upstream
 
-    keep = set(g.grads.values()) | set(g.input_grads.values())
-    for name in list(keep):
-        keep |= nx.ancestors(g.nx, name)
+    keep = upstream(g, {*g.grads.values(), *g.input_grads.values()})
     forward = {node.name for node in forward_nodes}
     g.nx.remove_nodes_from([name for name in list(g.nx.nodes) if name not in keep and name not in forward])

@@ -19,8 +19,12 @@ walks the graph in topological order and grows groups:
 
 A fusion is refused, with its reason recorded, when it would make the schedule
 cyclic, when the consumer reads a value the group cannot provide at that point,
-or when it would raise the planned peak memory. The result is the same graph
-with `graph.groups` (in execution order) and `graph.decisions` set.
+when it would raise the planned peak memory, or when the group already holds
+MAX_CHAIN elementwise ops: a long chain becomes several kernels of equal length
+(whose generated source is the same, so the kernel cache compiles it once)
+rather than one expression whose compile time and memory grow with the chain.
+The result is the same graph with `graph.groups` (in execution order) and
+`graph.decisions` set.
 """
 
 from __future__ import annotations
@@ -33,6 +37,9 @@ import networkx as nx
 from ..graph import Graph
 from ..ops.base import Fusion
 from .memory import Kernel, plan_memory, value_bytes
+
+# The most elementwise ops one group runs after its anchor (and again after batch statistics).
+MAX_CHAIN = 32
 
 
 @dataclass
@@ -157,7 +164,8 @@ class _Fuser:
     def __init__(self, graph: Graph, training: bool):
         self.graph = graph
         self.training = training
-        self.order = {node.name: k for k, node in enumerate(graph.nodes())}
+        self.names = [node.name for node in graph.nodes()]  # topological order
+        self.order = {name: k for k, name in enumerate(self.names)}
         self.group_of: dict[str, Group] = {}
         self.groups: list[Group] = []
         self.decisions: list[Decision] = []
@@ -176,14 +184,30 @@ class _Fuser:
 
     # -- legality --------------------------------------------------------------
     def _cyclic(self, group: Group, name: str) -> bool:
-        """Whether an input of `name` from outside the group depends on the group."""
+        """Whether an input of `name` from outside the group depends on the group.
+
+        Searches upwards from those inputs, but only through nodes placed after the
+        group's first member: a path from a member cannot pass anything earlier.
+        """
         outside = [i for i in self.graph[name].inputs if self.group_of.get(i) is not group]
         if not outside:
             return False
-        below = set()
-        for member in group.nodes:
-            below |= nx.descendants(self.graph.nx, member)
-        return any(i in below for i in outside)
+        first = min(self.order[n] for n in group.nodes)
+        seen = set(outside)
+        stack = [i for i in outside if self.order[i] > first]
+        while stack:
+            current = stack.pop()
+            if self.group_of.get(current) is group:
+                return True
+            for source in self.graph.nx.predecessors(current):
+                if source not in seen and self.order[source] >= first:
+                    seen.add(source)
+                    stack.append(source)
+        return False
+
+    def _full(self, group: Group) -> bool:
+        """Whether the part of the group a new member would join already holds MAX_CHAIN ops."""
+        return len(group.post if group.tail is not None else group.pre) >= MAX_CHAIN
 
     def _phase(self, group: Group, name: str) -> str | None:
         """Where in the group `name` can run: after the anchor ("pre") or after the statistics ("post")."""
@@ -193,8 +217,30 @@ class _Fuser:
         after_tail = {group.tail, *group.post}
         return "post" if all(i in after_tail for i in inside) else None
 
+    def _window(self, group: Group, name: str) -> list[Group]:
+        """The groups holding a node from the group's first member up to `name`, `group` included.
+
+        A join only changes the schedule from the group's place on, so the peak is
+        compared over that stretch: the cost of a check does not grow with the graph.
+        """
+        first = min(self.order[n] for n in group.nodes)
+        found: dict[int, Group] = {}
+        for member in self.names[first : self.order[name]]:
+            owner = self.group_of.get(member)
+            if owner is not None:
+                found.setdefault(id(owner), owner)
+        return list(found.values())
+
     def _peak(self, groups: list[Group]) -> int:
-        return plan_groups(self.graph, groups, 1, 4).arena_bytes
+        """The planned peak of running `groups`; values they read but do not write are there at the start."""
+        graph = self.graph
+        ks = kernels(graph, schedule(graph, groups, self.order), self.kept)
+        written = {n for k in ks for n in k.writes}
+        present = [n for n in dict.fromkeys(r for k in ks for r in k.reads) if n not in written]
+        sizes = {n: value_bytes(graph, n, 1, 4) for n in [*present, *written]}
+        alias = views(graph, groups)
+        returned = {alias.get(n, n) for n in (*graph.outputs.values(), *graph.input_grads.values())}
+        return plan_memory(ks, sizes, present, returned & written).arena_bytes
 
     # -- rules -------------------------------------------------------------------
     def elementwise(self, name: str) -> None:
@@ -205,10 +251,14 @@ class _Fuser:
             if group is None or group.kind in ("single", "horizontal") or group in candidates:
                 continue
             candidates.append(group)
-        # The group that runs last first: the others' values are then ready.
-        candidates.sort(key=lambda g: -max(self.order[n] for n in g.nodes))
+        # The group that runs last first: the others' values are then ready. Members join
+        # in topological order, so a (non-horizontal) group's last member is its latest.
+        candidates.sort(key=lambda g: -self.order[g.end])
         for group in candidates:
             rule = f"{graph[name].op.name} into the {group.kind} group {group.name}"
+            if self._full(group):
+                self.decisions.append(Decision(name, group.name, rule, False, f"the group already runs {MAX_CHAIN} elementwise ops"))
+                continue
             if self._cyclic(group, name):
                 self.decisions.append(Decision(name, group.name, rule, False, "another input depends on the group (cycle)"))
                 continue
@@ -217,9 +267,10 @@ class _Fuser:
                 self.decisions.append(Decision(name, group.name, rule, False, "reads a value from before the batch statistics"))
                 continue
             if len(set(graph[name].inputs)) > 1:
-                before = self._peak(self._schedule(self.groups + [Group(name, "single", [name])]))
+                window = self._window(group, name)
+                before = self._peak(window + [Group(name, "single", [name])])
                 self.join(group, name, phase)
-                after = self._peak(self._schedule(self.groups))
+                after = self._peak(window)
                 if after > before:
                     group.nodes.pop()
                     (group.post if phase == "post" else group.pre).pop()
@@ -283,12 +334,14 @@ class _Fuser:
 
     def _schedule(self, groups: list[Group]) -> list[Group]:
         """Groups in an order where every group runs after its inputs' groups."""
-        return schedule(self.graph, groups)
+        return schedule(self.graph, groups, self.order)
 
 
-def schedule(graph: Graph, groups: list[Group]) -> list[Group]:
+def schedule(graph: Graph, groups: list[Group], order: dict[str, int] | None = None) -> list[Group]:
+    """`order`: every node's topological position, when the caller has it."""
     owner = {name: k for k, g in enumerate(groups) for name in g.nodes}
-    order = {node.name: k for k, node in enumerate(graph.nodes())}
+    if order is None:
+        order = {node.name: k for k, node in enumerate(graph.nodes())}
     dag = nx.DiGraph()
     dag.add_nodes_from(range(len(groups)))
     for k, g in enumerate(groups):
@@ -301,10 +354,10 @@ def schedule(graph: Graph, groups: list[Group]) -> list[Group]:
     return [groups[k] for k in nx.lexicographical_topological_sort(dag, key=lambda k: first[k])]
 
 
-def materialized(graph: Graph, group: Group) -> list[str]:
-    """Members whose values are read outside the group (or by the caller)."""
+def materialized(graph: Graph, group: Group, kept: set[str] | None = None) -> list[str]:
+    """Members whose values are read outside the group (or by the caller); `kept`: `_kept(graph)`."""
     members = set(group.nodes)
-    kept = _kept(graph)
+    kept = _kept(graph) if kept is None else kept
     out = []
     for name in group.nodes:
         if name in kept or any(c.name not in members for c in graph.consumers(name)):
@@ -320,8 +373,9 @@ def fuse(graph: Graph, training: bool) -> Graph:
     """Set `graph.groups` (execution order) and `graph.decisions`; returns the graph."""
     fuser = _Fuser(graph, training)
     groups = fuser.run()
+    kept = _kept(graph)
     for group in groups:
-        group.outputs = materialized(graph, group)
+        group.outputs = materialized(graph, group, kept)
     graph.groups = groups
     graph.decisions = fuser.decisions
     return graph
@@ -329,12 +383,14 @@ def fuse(graph: Graph, training: bool) -> Graph:
 
 def singles(graph: Graph) -> Graph:
     """Every node its own kernel (the unfused schedule)."""
-    groups = [Group(n.name, "single", [n.name]) for n in graph.nodes() if n.op.name not in ("input", "fill")]
-    for group in groups:
-        group.outputs = list(group.nodes)
-    graph.groups = groups
+    graph.groups = single_groups(graph)
     graph.decisions = []
     return graph
+
+
+def single_groups(graph: Graph) -> list[Group]:
+    """The groups of the unfused schedule, leaving the graph as it is."""
+    return [Group(n.name, "single", [n.name], outputs=[n.name]) for n in graph.nodes() if n.op.name not in ("input", "fill")]
 
 
 def views(graph: Graph, groups: list[Group]) -> dict[str, str]:
@@ -348,15 +404,19 @@ def views(graph: Graph, groups: list[Group]) -> dict[str, str]:
     return out
 
 
-def kernels(graph: Graph, groups: list[Group]) -> list[Kernel]:
-    """The planner's view of a schedule: what each kernel reads and writes (views read their source)."""
+def kernels(graph: Graph, groups: list[Group], kept: set[str] | None = None) -> list[Kernel]:
+    """The planner's view of a schedule: what each kernel reads and writes (views read their source).
+
+    `kept`: `_kept(graph)`, when the caller has it.
+    """
     alias = views(graph, groups)
+    kept = _kept(graph) if kept is None else kept
     out = []
     for group in groups:
         if group.kind == "view":
             continue
         members = set(group.nodes)
-        outputs = group.outputs or materialized(graph, group)
+        outputs = group.outputs or materialized(graph, group, kept)
         reads = [alias.get(i, i) for name in group.nodes for i in graph[name].inputs if i not in members]
         if group.kind == "batchnorm":
             reads += [graph[group.tail].inputs[0]]

@@ -98,6 +98,7 @@ def plan_memory(kernels: list[Kernel], sizes: dict[str, int], inputs: list[str],
     arena = _Arena()
     offsets: dict[str, int] = {}
     shared: dict[str, str] = {}
+    taken_over: set[str] = set()  # shared.values(), for constant-time lookups
     padded = {name: _aligned(size) for name, size in sizes.items()}
     for name in inputs:
         if name in sizes:
@@ -110,9 +111,10 @@ def plan_memory(kernels: list[Kernel], sizes: dict[str, int], inputs: list[str],
         dying = [n for n in dict.fromkeys(kernel.reads) if last_use.get(n) == step and n in offsets]
         if target in sizes and target not in offsets:
             # An elementwise pass may write over an input it reads for the last time.
-            if src in dying and padded[src] == padded[target] and src not in shared.values():
+            if src in dying and padded[src] == padded[target] and src not in taken_over:
                 offsets[target] = offsets[src]
                 shared[target] = src
+                taken_over.add(src)
                 dying.remove(src)
             else:
                 offsets[target] = arena.allocate(padded[target])
@@ -120,7 +122,7 @@ def plan_memory(kernels: list[Kernel], sizes: dict[str, int], inputs: list[str],
             arena.release(offsets[name], padded[name])
         # A value written and never read dies at once (it still needed room while written).
         for name in kernel.writes:
-            if name in offsets and name not in last_use and name not in shared.values():
+            if name in offsets and name not in last_use and name not in taken_over:
                 arena.release(offsets[name], padded[name])
     return MemoryPlan(offsets, dict(sizes), arena.end, sum(padded.values()), shared)
 

@@ -11,7 +11,7 @@ from ..graph import Graph, Node
 from ..ops import REGISTRY
 from .fuse import fuse as fuse_groups
 from .fuse import singles
-from .simplify import run_simplify_passes
+from .simplify import simplify_in_place
 
 
 def specialize(graph: Graph, training: bool) -> Graph:
@@ -32,5 +32,6 @@ def optimize(graph: Graph, training: bool, fuse: bool = True) -> Graph:
     """The scheduled graph for one mode; `fuse=False` keeps every node as its own kernel."""
     if not fuse:
         return singles(graph.copy())
-    g = run_simplify_passes(specialize(graph, training), training)
+    g = specialize(graph, training)
+    simplify_in_place(g, training)  # `g` is already a copy of its own
     return fuse_groups(g, training)

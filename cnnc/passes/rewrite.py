@@ -44,6 +44,18 @@ def uses(graph: Graph, name: str) -> int:
     return readers + named
 
 
+def upstream(graph: Graph, roots) -> set[str]:
+    """The roots and every node they depend on: one walk, however many roots."""
+    found = set(roots)
+    stack = list(found)
+    while stack:
+        for source in graph.nx.predecessors(stack.pop()):
+            if source not in found:
+                found.add(source)
+                stack.append(source)
+    return found
+
+
 def remove_node(graph: Graph, name: str) -> None:
     """Remove a node nothing uses any more (an input node also leaves `graph.inputs`)."""
     if graph.nx.out_degree(name):
@@ -65,10 +77,23 @@ def replace_node(graph: Graph, name: str, new_node: Node) -> None:
     if new_node.name != name:
         raise ValueError(f"the replacement of {name!r} is named {new_node.name!r}")
     for source in new_node.inputs:
-        if source not in graph or source == name or nx.has_path(graph.nx, name, source):
+        if source not in graph or source == name or not _upstream_of(graph, source, name):
             raise ValueError(f"{name!r} cannot read {source!r}")
     for source, _, key in list(graph.nx.in_edges(name, keys=True)):
         graph.nx.remove_edge(source, name, key=key)
     graph.nx.nodes[name]["node"] = new_node
     for index, source in enumerate(new_node.inputs):
         graph.nx.add_edge(source, name, key=index, index=index)
+
+
+def _upstream_of(graph: Graph, source: str, name: str) -> bool:
+    """Whether `name` may read `source` without making a cycle.
+
+    The node's inputs and their inputs are known to come before it (the usual
+    rewrites: the same inputs, or a bypassed input's own input); anything else
+    is searched for a path from the node.
+    """
+    inputs = graph[name].inputs
+    if source in inputs or any(source in graph[i].inputs for i in inputs):
+        return True
+    return not nx.has_path(graph.nx, name, source)

@@ -3,7 +3,9 @@
 Each pass takes a Graph and returns a new one (the argument is left as it
 was), keeps every node's name where the node survives, and keeps
 `graph.params` as it is, so a model's parameter arena has the same layout
-before and after. `run_simplify_passes` applies them all until nothing changes.
+before and after. `run_simplify_passes` applies them all until nothing changes,
+to one copy: each pass has an in-place form (`_dead_code`, ...) that says
+whether it changed anything, and every one of them is linear in the graph.
 """
 
 from __future__ import annotations
@@ -11,12 +13,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import networkx as nx
-
 from ..graph import Graph, Node
 from ..ops import REGISTRY, Attrs, ShapeError
 from ..ops.activation import _Elementwise, _ElementwiseGrad
-from .rewrite import remove_node, replace_node, replace_uses, uses
+from .rewrite import remove_node, replace_node, replace_uses, upstream, uses
 
 # Ops whose every application draws fresh random numbers: equal inputs do not mean equal values.
 RANDOM_OPS = frozenset({"dropout", "dropout_grad"})
@@ -36,14 +36,18 @@ def eliminate_dead_code(graph: Graph) -> Graph:
     when their value is not.
     """
     g = graph.copy()
+    _dead_code(g)
+    return g
+
+
+def _dead_code(g: Graph) -> bool:
     roots = {*g.outputs.values(), *g.grads.values(), *g.input_grads.values()}
     roots |= {node.name for node in g.nodes() if _updates_buffers(g, node)}
-    live = set(roots)
-    for name in roots:
-        live |= nx.ancestors(g.nx, name)
+    live = upstream(g, roots)
     # A dead node's consumers are dead too, so they can all go at once.
-    g.nx.remove_nodes_from([node.name for node in g.nodes() if node.name not in live and node.op.name != "input"])
-    return g
+    dead = [node.name for node in g.nodes() if node.name not in live and node.op.name != "input"]
+    g.nx.remove_nodes_from(dead)
+    return bool(dead)
 
 
 def _updates_buffers(graph: Graph, node: Node) -> bool:
@@ -61,6 +65,12 @@ def fold_constants(graph: Graph) -> Graph:
     become `x` when that does not change the type.
     """
     g = graph.copy()
+    _fold(g)
+    return g
+
+
+def _fold(g: Graph) -> bool:
+    changed = False
     for name in [node.name for node in g.nodes()]:
         if name not in g:
             continue
@@ -69,9 +79,10 @@ def fold_constants(graph: Graph) -> Graph:
         if value is not None:
             attrs = Attrs(value=value, shape=tuple(node.type.shape))
             replace_node(g, name, Node(name, REGISTRY["fill"], attrs, [], node.type, {}, node.loc))
-        else:
-            _drop_identity_constants(g, node)
-    return g
+            changed = True
+        elif _drop_identity_constants(g, node):
+            changed = True
+    return changed
 
 
 def _constant_value(graph: Graph, node: Node) -> float | None:
@@ -148,6 +159,12 @@ def eliminate_common_subexpressions(graph: Graph) -> Graph:
     different effects, or two different destinations.
     """
     g = graph.copy()
+    _merge_common(g)
+    return g
+
+
+def _merge_common(g: Graph) -> bool:
+    changed = False
     first: dict[tuple, str] = {}
     # A gradient is written straight into its parameter's slot of the gradient arena, so two
     # parameters' gradients stay two nodes even when they compute the same value.
@@ -158,8 +175,8 @@ def eliminate_common_subexpressions(graph: Graph) -> Graph:
         key = (node.op.name, _frozen(node.attrs), tuple(node.inputs), _frozen(node.params), node.type)
         kept = first.setdefault(key, node.name)
         if kept != node.name:
-            _bypass(g, node, kept)
-    return g
+            changed = _bypass(g, node, kept)
+    return changed
 
 
 def _frozen(value: Any) -> Any:
@@ -188,13 +205,20 @@ def simplify(graph: Graph, training: bool) -> Graph:
     Repeats until nothing changes.
     """
     g = graph.copy()
+    _simplify_all(g, training)
+    return g
+
+
+def _simplify_all(g: Graph, training: bool) -> bool:
+    """Rewrites every node until none changes; a rewrite looks at one node and its input."""
+    changed_any = False
     changed = True
     while changed:
         changed = False
         for name in [node.name for node in g.nodes()]:
             if name in g and _simplify_node(g, g[name], training):
-                changed = True
-    return g
+                changed = changed_any = True
+    return changed_any
 
 
 def _simplify_node(graph: Graph, node: Node, training: bool) -> bool:
@@ -233,19 +257,15 @@ MAX_ROUNDS = 10
 
 def run_simplify_passes(graph: Graph, training: bool) -> Graph:
     """simplify, fold_constants, eliminate_common_subexpressions, eliminate_dead_code: until no change."""
-    g = graph
-    for _ in range(MAX_ROUNDS):
-        before = _fingerprint(g)
-        g = simplify(g, training)
-        g = fold_constants(g)
-        g = eliminate_common_subexpressions(g)
-        g = eliminate_dead_code(g)
-        if _fingerprint(g) == before:
-            break
+    g = graph.copy()
+    simplify_in_place(g, training)
     return g
 
 
-def _fingerprint(graph: Graph) -> tuple:
-    nodes = tuple((n.name, n.op.name, tuple(n.inputs), _frozen(n.attrs)) for n in graph.nodes())
-    maps = tuple(tuple(m.items()) for m in (graph.inputs, graph.outputs, graph.grads, graph.input_grads))
-    return nodes, maps
+def simplify_in_place(g: Graph, training: bool) -> None:
+    """`run_simplify_passes` on the graph itself (for a caller that already holds a copy)."""
+    for _ in range(MAX_ROUNDS):
+        # Every pass runs in each round (no short circuit): one's rewrite can enable another's.
+        changes = [_simplify_all(g, training), _fold(g), _merge_common(g), _dead_code(g)]
+        if not any(changes):
+            break

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from typing import Any, Sequence
 
 from .errors import CnncError
@@ -17,21 +18,27 @@ def parse_setting(text: str) -> tuple[str, Any]:
     name, sep, raw = text.partition("=")
     name = name.strip()
     if not sep or not name.isidentifier():
-        raise CnncError(f"--set expects NAME=VALUE, got '{text}'")
+        raise CnncError(f"--set expects NAME=VALUE, got '{text if len(text) <= 40 else text[:37] + '...'}'")
     raw = raw.strip()
+    shown = raw if len(raw) <= 40 else raw[:37] + "..."
     lowered = {"true": True, "false": False, "none": None}
     if raw in lowered:
         return name, lowered[raw]
+    if raw.lstrip("+-").isdigit() and len(raw.lstrip("+-0")) > 19:  # more digits than 2^62 has
+        raise CnncError(f"--set {name}: {shown} is too large (integers are limited to 2^62)")
     for convert in (int, float):
         try:
             return name, convert(raw)
         except ValueError:
             pass
     if raw.startswith("[") or raw.startswith('"'):
+        # Further limits (sizes, depth) are checked when the network is built, as for values from Python.
         try:
             return name, json.loads(raw)
-        except json.JSONDecodeError:
-            raise CnncError(f"--set {name}: cannot read the value {raw}") from None
+        except RecursionError:  # json recurses once per nested list
+            raise CnncError(f"--set {name}: the value {shown} is nested too deeply") from None
+        except ValueError:
+            raise CnncError(f"--set {name}: cannot read the value {shown} (a number, true, false, none, a \"string\" or a [list])") from None
     return name, raw
 
 
@@ -91,13 +98,15 @@ def cmd_graph(args) -> int:
 
 def cmd_train(args) -> int:
     from . import compile
-    from .runtime import optim
+    from .runtime import optim, weights
     from .runtime.data import load_dataset
     from .runtime.train import fit
 
     if args.epochs < 1 or args.batch < 1:
         raise CnncError("--epochs and --batch must be at least 1")
-    net = compile(_load_graph(args), target=args.target, seed=args.seed, fuse=not args.no_fuse)
+    graph = _load_graph(args)
+    out = weights.check_writable(args.out or f"{graph.name}.npz")  # now, not after the training
+    net = compile(graph, target=args.target, seed=args.seed, fuse=not args.no_fuse)
     image = net.graph.input_types()[next(iter(net.graph.inputs))].sample_shape
     data = load_dataset(args.dataset, image)
     if data.image_shape != image:
@@ -118,12 +127,52 @@ def cmd_train(args) -> int:
         print(f"built the training step in {seconds:.2f} s; its CUDA kernels compile as the first step runs")
     else:
         print(f"compiled the training step in {seconds:.2f} s")
-    fit(net, data, trainer, epochs=args.epochs, batch=args.batch, seed=args.seed, limit_batches=args.limit_batches,
-        schedule=args.schedule)
-    out = args.out or f"{net.graph.name}.npz"
-    net.save(out)
+    try:
+        fit(net, data, trainer, epochs=args.epochs, batch=args.batch, seed=args.seed, limit_batches=args.limit_batches,
+            schedule=args.schedule)
+    except CnncError as e:
+        kept = f"{out} was left as it was" if out.exists() else "no weights were saved"
+        raise CnncError(f"{e.message}\n{kept}") from None
+    return _save_trained(net, out)
+
+
+def _save_trained(net, out) -> int:
+    """Save the weights to `out`; if that fails after all, beside the working folder, and say where."""
+    from .runtime import weights
+
+    try:
+        net.save(out)
+    except weights.SaveError as e:
+        for fallback in _fallback_paths(net.graph.name):
+            try:
+                net.save(fallback)
+            except weights.SaveError:
+                if fallback.exists() and fallback.stat().st_size == 0:  # the empty file reserved for it
+                    fallback.unlink()
+                continue
+            print(f"{e.message}; the weights were saved to {fallback} instead", file=sys.stderr)
+            return 2
+        raise CnncError(f"{e.message}, nor in {os.getcwd()} or the temporary folder: the weights are lost") from None
     print(f"weights saved to {out}")
     return 0
+
+
+def _fallback_paths(name: str):
+    """Where weights that could not be saved as asked go: ./NAME.npz if there is none yet, else a new file
+    here or in the temporary folder (never over an existing file)."""
+    import tempfile
+    from pathlib import Path
+
+    plain = Path(f"{name}.npz").absolute()
+    if not plain.exists():
+        yield plain
+    for folder in (os.getcwd(), tempfile.gettempdir()):
+        try:
+            fd, path = tempfile.mkstemp(prefix=f"{name}-", suffix=".npz", dir=folder)
+        except OSError:
+            continue
+        os.close(fd)
+        yield Path(path)
 
 
 def _on_target(target: str) -> str:
@@ -140,9 +189,13 @@ def cmd_run(args) -> int:
     from . import compile
     from .runtime.images import read_input
 
+    from .runtime import weights
+
+    if args.top < 1:
+        raise CnncError("--top must be at least 1")
     net = compile(_load_graph(args), target=args.target, fuse=not args.no_fuse)
-    if args.weights:
-        net.load(args.weights)
+    if args.weights:  # checked against this network from the file's headers, before any array is read
+        net.load_params(weights.load(args.weights, net.graph.params), strict=True)
     net.eval()
     name, t = next(iter(net.graph.input_types().items()))
     x = read_input(args.input, t.sample_shape)
@@ -259,10 +312,17 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one line each, like errors, not as Python's file:line and source."""
+    print(f"cnnc: warning: {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     try:
-        return args.run(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return args.run(args)
     except CnncError as e:
         print(str(e), file=sys.stderr)
         return 2

@@ -9,7 +9,10 @@ downloaded them to. Images are float32 NCHW in [0, 1]; labels are int64.
 from __future__ import annotations
 
 import gzip
+import math
 import pickle
+import stat
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,7 +55,8 @@ def resize(images: np.ndarray, height: int, width: int) -> np.ndarray:
     if (h, w) == (height, width):
         return images
     rows, cols = resize_matrix(h, height), resize_matrix(w, width)
-    return np.einsum("ih,nchw,jw->ncij", rows, images.astype(np.float64), cols).astype(np.float32)
+    # Two matrix products, not one three-operand einsum, whose naive loop takes minutes on a photo.
+    return (rows @ images.astype(np.float64) @ cols.T).astype(np.float32)
 
 
 def split(x: np.ndarray, y: np.ndarray, held_out: float = 0.2, seed: int = 0):
@@ -72,27 +76,82 @@ def digits(size: int = 28) -> Dataset:
     return Dataset("digits", *split(x, data.target.astype(np.int64)), classes=10)
 
 
-def _open(path: Path):
-    if path.suffix == ".gz":
-        return gzip.open(path, "rb")
-    return open(path, "rb")
+# Deflate expands at most about 1032:1, so a .gz file cannot hold more than this many times its size.
+_DEFLATE_RATIO = 1100
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """An IDX file (MNIST's format): magic 0x00000803 for images, 0x00000801 for labels."""
+def _regular_file(path: Path) -> int:
+    """The size of `path`, refusing anything but a regular file (a FIFO would hang, a device never end)."""
     try:
-        with _open(path) as f:
-            raw = f.read()
+        info = path.stat()
     except OSError as e:
-        raise CnncError(f"cannot read {path}: {e}") from None
-    if len(raw) < 8 or raw[0] != 0 or raw[1] != 0 or raw[2] != 8:
+        raise CnncError(f"cannot read {path}: {e.strerror or e}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise CnncError(f"{path} is not a regular file")
+    return info.st_size
+
+
+def _read_exactly(f, size: int, path: Path) -> bytes:
+    """`size` bytes, never more (a .gz may decompress to far more than its header says)."""
+    try:
+        data = f.read(size)
+        extra = f.read(1)
+    except (EOFError, OSError, zlib.error) as e:  # a truncated or damaged .gz
+        raise CnncError(f"{path} is damaged or truncated ({e})") from None
+    if len(data) < size:
+        raise CnncError(f"{path} is truncated: expected {size:,} bytes of values, found {len(data):,}")
+    if extra:
+        raise CnncError(f"{path} holds more data than its header declares")
+    return data
+
+
+def _read_prefix(f, size: int, path: Path) -> bytes:
+    try:
+        raw = f.read(size)
+    except (EOFError, OSError, zlib.error) as e:
+        raise CnncError(f"{path} is damaged or truncated ({e})") from None
+    if len(raw) < size:
+        raise CnncError(f"{path} is not an IDX file (it ends inside the header)")
+    return raw
+
+
+def _idx_header(f, path: Path) -> tuple[int, ...]:
+    start = _read_prefix(f, 4, path)
+    if start[:3] != b"\0\0\x08":
         raise CnncError(f"{path} is not an IDX file of unsigned bytes")
-    dims = raw[3]
-    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims))
-    data = np.frombuffer(raw, np.uint8, offset=4 + 4 * dims)
-    if data.size != int(np.prod(shape)):
-        raise CnncError(f"{path} is truncated: expected {int(np.prod(shape))} values, found {data.size}")
-    return data.reshape(shape)
+    dims = start[3]
+    if not 1 <= dims <= 4:
+        raise CnncError(f"{path}: an IDX file of {dims} dimensions (MNIST's have 1 or 3)")
+    raw = _read_prefix(f, 4 * dims, path)
+    return tuple(int.from_bytes(raw[4 * i : 4 * i + 4], "big") for i in range(dims))
+
+
+def read_idx(path: Path, dims: int | None = None) -> np.ndarray:
+    """An IDX file (MNIST's format): magic 0x00000803 for images, 0x00000801 for labels.
+
+    The header is checked against the file's size before anything else is read, and a .gz
+    file is decompressed no further than the size its header declares.
+    """
+    size = _regular_file(path)
+    compressed = path.suffix == ".gz"
+    try:
+        f = gzip.open(path, "rb") if compressed else open(path, "rb")
+    except OSError as e:
+        raise CnncError(f"cannot read {path}: {e.strerror or e}") from None
+    with f:
+        shape = _idx_header(f, path)
+        if dims is not None and len(shape) != dims:
+            raise CnncError(f"{path} has {len(shape)} dimensions {list(shape)}; expected {dims}")
+        count = math.prod(shape)
+        header = 4 + 4 * len(shape)
+        if not compressed and count != size - header:
+            raise CnncError(f"{path} is truncated or damaged: its header declares {list(shape)} ({count:,} values), "
+                            f"the file holds {max(size - header, 0):,}")
+        if compressed and count > _DEFLATE_RATIO * size:
+            raise CnncError(f"{path} is damaged: its header declares {list(shape)} ({count:,} values), "
+                            f"more than a .gz file of {size:,} bytes can hold")
+        data = _read_exactly(f, count, path)
+    return np.frombuffer(data, np.uint8).reshape(shape)
 
 
 def _find(folder: Path, stem: str) -> Path:
@@ -102,16 +161,68 @@ def _find(folder: Path, stem: str) -> Path:
     raise CnncError(f"{folder} has no {stem} (or {stem}.gz)")
 
 
+def _idx_pair(folder: Path, part: str) -> tuple[np.ndarray, np.ndarray]:
+    """Images and labels of one part (train or t10k), checked against each other."""
+    images_path, labels_path = _find(folder, f"{part}-images-idx3-ubyte"), _find(folder, f"{part}-labels-idx1-ubyte")
+    images, labels = read_idx(images_path, dims=3), read_idx(labels_path, dims=1)
+    if len(images) != len(labels):
+        raise CnncError(f"{images_path} holds {len(images):,} images but {labels_path} {len(labels):,} labels")
+    if len(images) == 0:
+        raise CnncError(f"{images_path} holds no images")
+    _check_labels(labels, 10, labels_path)
+    return images, labels
+
+
+def _check_labels(labels: np.ndarray, classes: int, path: Path) -> None:
+    if len(labels) and (labels.min() < 0 or labels.max() >= classes):
+        bad = labels[(labels < 0) | (labels >= classes)][0]
+        raise CnncError(f"{path} holds the label {bad}; the data set has {classes} classes (0 to {classes - 1})")
+
+
 def mnist(folder: str | Path, name: str = "mnist") -> Dataset:
     """MNIST or Fashion-MNIST from the four IDX files (gzipped or not) in `folder`."""
     folder = Path(folder)
     if not folder.is_dir():
         raise CnncError(f"{name}: no such folder {folder}")
-    parts = [read_idx(_find(folder, stem)) for stem in (
-        "train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")]  # fmt: skip
-    train_x, train_y, test_x, test_y = parts
+    train_x, train_y = _idx_pair(folder, "train")
+    test_x, test_y = _idx_pair(folder, "t10k")
     as_images = lambda a: (a.astype(np.float32) / 255.0)[:, None]  # noqa: E731
     return Dataset(name, as_images(train_x), train_y.astype(np.int64), as_images(test_x), test_y.astype(np.int64), classes=10)
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """CIFAR-10's batches are pickles; a pickle can run any code, so only the few names a
+    batch of NumPy arrays needs are resolved and everything else is refused."""
+
+    _ALLOWED = {
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    }  # fmt: skip
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"it refers to {module}.{name}, which a CIFAR-10 batch never does")
+        return super().find_class(module, name)
+
+
+def _cifar_arrays(d, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The images [N, 3, 32, 32] and labels [N] of a batch, checked against each other."""
+    if not isinstance(d, dict) or b"data" not in d or b"labels" not in d:
+        raise CnncError(f"cifar10: {path} is not a CIFAR-10 batch (no data and labels)")
+    data, labels = d[b"data"], d[b"labels"]
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        shape = list(data.shape) if isinstance(data, np.ndarray) else type(data).__name__
+        raise CnncError(f"cifar10: {path} holds images of {shape}; a CIFAR-10 batch holds uint8 [N, 3072]")
+    if not isinstance(labels, (list, np.ndarray)) or len(labels) != len(data):
+        count = len(labels) if isinstance(labels, (list, np.ndarray)) else type(labels).__name__
+        raise CnncError(f"cifar10: {path} holds {len(data):,} images but {count} labels")
+    if any(not isinstance(v, (int, np.integer)) for v in labels):
+        raise CnncError(f"cifar10: {path} holds labels that are not integers")
+    y = np.asarray(labels, np.int64)
+    _check_labels(y, 10, path)
+    return data.reshape(-1, 3, 32, 32), y
 
 
 def cifar10(folder: str | Path) -> Dataset:
@@ -122,15 +233,15 @@ def cifar10(folder: str | Path) -> Dataset:
 
     def batch(name: str):
         path = folder / name
+        if not path.exists():
+            raise CnncError(f"cifar10: {path} not found (expected CIFAR-10's python batches)")
+        _regular_file(path)
         try:
             with open(path, "rb") as f:
-                d = pickle.load(f, encoding="bytes")
-            x = np.asarray(d[b"data"], np.uint8).reshape(-1, 3, 32, 32)
-            y = np.asarray(d[b"labels"], np.int64)
-        except FileNotFoundError:
-            raise CnncError(f"cifar10: {path} not found (expected CIFAR-10's python batches)") from None
+                d = _ArraysOnly(f, encoding="bytes").load()
         except Exception as e:  # a truncated or foreign file
             raise CnncError(f"cifar10: cannot read {path}: {e}") from None
+        x, y = _cifar_arrays(d, path)
         return x.astype(np.float32) / 255.0, y
 
     train = [batch(f"data_batch_{i}") for i in range(1, 6)]

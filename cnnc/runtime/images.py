@@ -2,28 +2,39 @@
 
 from __future__ import annotations
 
+import math
+import stat
 import struct
 import zlib
 from pathlib import Path
 
 import numpy as np
+from numpy.lib import format as npy_format
 
 from ..errors import CnncError
 from .data import resize
 
 _CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}  # PNG colour type -> samples per pixel
+_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Refused before decoding: 4096 x 4096 (a 12-megapixel photo fits) already takes about
+# half a gigabyte while it is converted and resized; a network's input is far smaller.
+MAX_PIXELS = 1 << 24
+MAX_FILE_BYTES = 256 << 20
 
 
-def read_png(path: Path) -> np.ndarray:
-    """An 8-bit, non-interlaced PNG as a [H, W, C] uint8 array."""
-    data = path.read_bytes()
-    if data[:8] != b"\x89PNG\r\n\x1a\n":
-        raise CnncError(f"{path} is not a PNG file")
+def _chunks(data: bytes, path: Path) -> tuple[tuple, bytes]:
+    """The IHDR fields and the joined IDAT data; IHDR must come first, as the format requires."""
     pos, header, chunks = 8, None, []
     while pos + 8 <= len(data):
         length, kind = struct.unpack(">I4s", data[pos : pos + 8])
         body = data[pos + 8 : pos + 8 + length]
+        if len(body) < length:
+            break
+        if header is None and kind != b"IHDR":
+            raise CnncError(f"{path} is a damaged PNG file (it does not start with its header chunk)")
         if kind == b"IHDR":
+            if length != 13:
+                raise CnncError(f"{path} is a damaged PNG file (a header chunk of {length} bytes, not 13)")
             header = struct.unpack(">IIBBBBB", body)
         elif kind == b"IDAT":
             chunks.append(body)
@@ -32,46 +43,122 @@ def read_png(path: Path) -> np.ndarray:
         pos += 12 + length
     if header is None or not chunks:
         raise CnncError(f"{path} is a truncated PNG file")
+    return header, b"".join(chunks)
+
+
+def _check_header(header: tuple, path: Path) -> tuple[int, int, int]:
+    """(width, height, channels), refusing what is not read and images over the pixel limit."""
     width, height, depth, colour, _, _, interlace = header
+    if width == 0 or height == 0:
+        raise CnncError(f"{path} is an empty image ({width}x{height} pixels)")
+    if width * height > MAX_PIXELS:
+        raise CnncError(f"{path} is {width}x{height} pixels, more than the {MAX_PIXELS:,} read; scale it down first")
     if depth != 8 or colour not in _CHANNELS or interlace:
         raise CnncError(f"{path}: only 8-bit, non-interlaced grey, grey+alpha, RGB or RGBA PNGs are read")
-    channels = _CHANNELS[colour]
+    return width, height, _CHANNELS[colour]
+
+
+def _inflate(compressed: bytes, size: int, path: Path) -> np.ndarray:
+    """The filtered rows: exactly `size` bytes, decompressing no further (a small file may inflate to gigabytes)."""
     try:
-        raw = zlib.decompress(b"".join(chunks))
+        raw = zlib.decompressobj().decompress(compressed, size)
     except zlib.error:
         raise CnncError(f"{path} is a damaged PNG file") from None
-    stride = width * channels
-    if len(raw) < height * (stride + 1):
+    if len(raw) < size:
         raise CnncError(f"{path} is a truncated PNG file")
+    return np.frombuffer(raw, np.uint8)
+
+
+_unfilter_kernel = None
+
+
+def _unfilter(raw: np.ndarray, height: int, stride: int, channels: int, path: Path) -> np.ndarray:
+    """Undo PNG's per-row filters. Sub, average and Paeth depend on the pixel to the left, so
+    the rows are decoded serially, in a small compiled loop."""
+    global _unfilter_kernel
+    if _unfilter_kernel is None:
+        from numba import njit
+
+        _unfilter_kernel = njit(_unfilter_rows)
     out = np.zeros((height, stride), np.uint8)
-    previous = np.zeros(stride, np.int32)
+    bad_row = _unfilter_kernel(raw, height, stride, channels, out)
+    if bad_row >= 0:
+        raise CnncError(f"{path}: unknown PNG filter {raw[bad_row * (stride + 1)]} in row {bad_row}")
+    return out
+
+
+def _unfilter_rows(raw, height, stride, channels, out):
+    """Decode into `out`; the index of the first row with an unknown filter, or -1."""
+    zero = np.int32(0)
     for y in range(height):
-        kind = raw[y * (stride + 1)]
-        line = np.frombuffer(raw, np.uint8, stride, y * (stride + 1) + 1).astype(np.int32)
-        if kind == 0:
-            row = line
-        elif kind == 2:
-            row = (line + previous) & 255
-        else:  # sub, average and Paeth depend on the pixel to the left: decode serially
-            row = np.zeros(stride, np.int32)
-            for i in range(stride):
-                left = row[i - channels] if i >= channels else 0
-                up = previous[i]
-                upleft = previous[i - channels] if i >= channels else 0
-                if kind == 1:
-                    pred = left
-                elif kind == 3:
-                    pred = (left + up) // 2
-                elif kind == 4:
-                    p = left + up - upleft
-                    pa, pb, pc = abs(p - left), abs(p - up), abs(p - upleft)
-                    pred = left if pa <= pb and pa <= pc else (up if pb <= pc else upleft)
-                else:
-                    raise CnncError(f"{path}: unknown PNG filter {kind}")
-                row[i] = (line[i] + pred) & 255
-        out[y] = row
-        previous = row
-    return out.reshape(height, width, channels)
+        base = y * (stride + 1)
+        kind = raw[base]
+        if kind > 4:
+            return y
+        for i in range(stride):
+            a = np.int32(out[y, i - channels]) if i >= channels else zero
+            b = np.int32(out[y - 1, i]) if y > 0 else zero
+            c = np.int32(out[y - 1, i - channels]) if y > 0 and i >= channels else zero
+            if kind == 0:
+                pred = zero
+            elif kind == 1:
+                pred = a
+            elif kind == 2:
+                pred = b
+            elif kind == 3:
+                pred = (a + b) // 2
+            else:  # Paeth
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                pred = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
+            out[y, i] = (np.int32(raw[base + 1 + i]) + pred) & 255
+    return -1
+
+
+def _read_file(path: Path) -> bytes:
+    try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise CnncError(f"{path} is not a regular file")
+        if info.st_size > MAX_FILE_BYTES:
+            raise CnncError(f"{path} is {info.st_size:,} bytes, larger than any image read ({MAX_FILE_BYTES:,})")
+        return path.read_bytes()
+    except OSError as e:
+        raise CnncError(f"cannot read {path}: {e.strerror or e}") from None
+
+
+def read_png(path: Path) -> np.ndarray:
+    """An 8-bit, non-interlaced PNG as a [H, W, C] uint8 array; its size is checked before decoding."""
+    data = _read_file(Path(path))
+    if data[:8] != _SIGNATURE:
+        raise CnncError(f"{path} is not a PNG file")
+    header, compressed = _chunks(data, path)
+    width, height, channels = _check_header(header, path)
+    stride = width * channels
+    raw = _inflate(compressed, height * (stride + 1), path)
+    return _unfilter(raw, height, stride, channels, path).reshape(height, width, channels)
+
+
+def read_npy(path: Path) -> np.ndarray:
+    """A .npy array, its header checked against the file's size before the data is read."""
+    if not path.is_file():  # a FIFO would hang, a device never end
+        raise CnncError(f"{path} is not a regular file")
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as f:
+            version = npy_format.read_magic(f)
+            read_header = npy_format.read_array_header_2_0 if version >= (2, 0) else npy_format.read_array_header_1_0
+            shape, _, dtype = read_header(f)
+            expected = f.tell() + math.prod(shape) * dtype.itemsize
+        if dtype.hasobject:
+            raise CnncError(f"{path} holds Python objects, not numbers (such arrays are never read)")
+        if expected != size:
+            raise CnncError(f"{path} is damaged: its header declares {list(shape)} {dtype} ({expected:,} bytes), the file has {size:,}")
+        return np.load(path, allow_pickle=False)
+    except CnncError:
+        raise
+    except Exception as e:
+        raise CnncError(f"cannot read {path}: {e}") from None
 
 
 def read_input(path: str | Path, shape: tuple[int, ...]) -> np.ndarray:
@@ -80,10 +167,7 @@ def read_input(path: str | Path, shape: tuple[int, ...]) -> np.ndarray:
     if not path.exists():
         raise CnncError(f"no such input file: {path}")
     if path.suffix == ".npy":
-        try:
-            x = np.load(path, allow_pickle=False)
-        except Exception as e:
-            raise CnncError(f"cannot read {path}: {e}") from None
+        x = read_npy(path)
         if x.shape == shape:
             x = x[None]
         return np.ascontiguousarray(x.astype(np.float32) if x.dtype.kind == "f" else x)

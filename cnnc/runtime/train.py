@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import CnncError
 from .data import Dataset, batches
 
 
@@ -68,6 +69,26 @@ def cosine_lr(base: float, epoch: int, epochs: int) -> float:
     return base * 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / epochs))
 
 
+def _checked_step(trainer, x, y, epoch: int, step: int) -> float:
+    """One training step; a diverged one stops the training with a CnncError saying where."""
+    try:
+        loss = float(trainer.step(x, y))
+    except CnncError as e:
+        raise CnncError(f"epoch {epoch}: {e.message}") from None
+    if not math.isfinite(loss):  # cheap, and catches a trainer that does not check for itself
+        raise CnncError(f"epoch {epoch}: training diverged at step {step}: the loss is {loss}; "
+                        "a smaller learning rate may help")
+    return loss
+
+
+def _check_parameters(model, epoch: int) -> None:
+    """A final update can make parameters non-finite after a finite loss: stop there, too."""
+    for name, array in model.params.items():
+        if not np.isfinite(array).all():
+            raise CnncError(f"epoch {epoch}: training diverged: parameter '{name}' holds NaN or infinity; "
+                            "a smaller learning rate may help")
+
+
 def fit(model, data: Dataset, trainer, epochs: int, batch: int, seed: int = 0, limit_batches: int | None = None,
         report=print, progress: bool = True, schedule: str = "cosine") -> History:
     """Train for `epochs`, shuffling with `seed`; reports loss and held-out accuracy per epoch.
@@ -86,12 +107,15 @@ def fit(model, data: Dataset, trainer, epochs: int, batch: int, seed: int = 0, l
         start = time.perf_counter()
         bar = Progress(steps, enabled=progress)
         losses = []
-        for i, (xb, yb) in enumerate(batches(data.train_x, data.train_y, batch, shuffle=True, rng=rng)):
-            if i >= steps:  # the last, smaller batch is dropped: every step has the same shape
-                break
-            losses.append(trainer.step(xb, yb))
-            bar.update(i + 1, float(np.mean(losses)), epoch, epochs)
-        bar.finish()
+        try:
+            for i, (xb, yb) in enumerate(batches(data.train_x, data.train_y, batch, shuffle=True, rng=rng)):
+                if i >= steps:  # the last, smaller batch is dropped: every step has the same shape
+                    break
+                losses.append(_checked_step(trainer, xb, yb, epoch, i + 1))
+                bar.update(i + 1, float(np.mean(losses)), epoch, epochs)
+        finally:
+            bar.finish()  # an error message starts on a clean line
+        _check_parameters(model, epoch)
         test_x, test_y = data.test_x, data.test_y
         if limit_batches:
             test_x, test_y = test_x[: limit_batches * batch], test_y[: limit_batches * batch]

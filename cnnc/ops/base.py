@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import numpy as np
+
 from ..graph import BATCH, ParamSpec, TensorType
 
 
@@ -192,6 +194,26 @@ def param(name: str, shape: tuple[int, ...], init: str, fan_in: int = 0, kind: s
 # -- the op record ----------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class IndexRange:
+    """The values an integer input may hold where a kernel indexes memory with them (labels, token ids):
+    `low <= v < high`, or one of `extra` (e.g. an ignored label). `what` names one value and
+    `meaning` what `high` counts, for messages: "label 12 is out of range: the network has 10 classes"."""
+
+    low: int
+    high: int
+    extra: tuple[int, ...] = ()
+    what: str = "label"
+    meaning: str = "classes"
+
+    def invalid(self, values: np.ndarray) -> np.ndarray:
+        """A mask of the values outside the range."""
+        bad = (values < self.low) | (values >= self.high)
+        for v in self.extra:
+            bad &= values != v
+        return bad
+
+
 class Op:
     """Base class of every op. Subclasses override the class attributes and rules.
 
@@ -235,6 +257,11 @@ class Op:
         from ..errors import CnncError
 
         raise CnncError(f"{self.name} cannot be differentiated", g.node.loc)
+
+    def index_inputs(self, a: Attrs, *xs: TensorType) -> dict[int, IndexRange]:
+        """Inputs whose values index memory: input position -> the values allowed. The executor
+        checks every array fed to such an input, whatever the path, before any kernel reads it."""
+        return {}
 
     def expression(self, a: Attrs, out: TensorType, *xs: TensorType) -> Expr | None:
         """This op as an elementwise expression (for fused loops), or None when it is not one."""

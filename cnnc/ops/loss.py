@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..backend.cpu.kernel import OUT, CpuKernel, In, Value
 from ..backend.cuda.kernel import CudaKernel
-from .base import Attr, Fusion, Op, ShapeError, TensorType, expect_float, integer, optional, register
+from .base import Attr, Fusion, IndexRange, Op, ShapeError, TensorType, expect_float, integer, optional, register
 from .templates import indented
 
 SCALAR = TensorType((), "float32")
@@ -76,17 +76,23 @@ def cross_entropy_with_grad(logits, labels, dy, out, dx, ignore, want_loss, want
     scale = dy[0] / count if count else 0.0
     losses = np.zeros(rows)
     for r in prange(rows):
-        if t[r] == ignore:
+        label = t[r]
+        if label == ignore:
             if want_grad:
                 g[r, :] = 0.0
             continue
+        if label < 0 or label >= c:  # never index with a bad label: NaN, never a wrong number
+            losses[r] = np.nan
+            if want_grad:
+                g[r, :] = np.nan
+            continue
         m, s = _max_and_sum_exp(x, r, c)
         if want_loss:
-            losses[r] = math.log(s) + m - x[r, t[r]]
+            losses[r] = math.log(s) + m - x[r, label]
         if want_grad:
             for j in range(c):
                 g[r, j] = math.exp(x[r, j] - m) / s * scale
-            g[r, t[r]] -= scale
+            g[r, label] -= scale
     if want_loss:
         out[0] = losses.sum() / count if count else np.nan
 
@@ -186,6 +192,13 @@ def _ce_rows(x, t, dy, count, losses, g, C, rows, ignore, want_loss, want_grad):
             if want_grad:
                 for j in range(tid, C, width):
                     g[base + j] = 0.0
+            continue
+        if label < 0 or label >= C:  # never index with a bad label: NaN, never a wrong number
+            if tid == 0:
+                losses[r] = math.nan
+            if want_grad:
+                for j in range(tid, C, width):
+                    g[base + j] = math.nan
             continue
         m = -math.inf
         for j in range(tid, C, width):
@@ -343,6 +356,9 @@ class CrossEntropy(Op):
     def flops(self, a, out, logits, labels):
         return 4 * logits.sample_elements()
 
+    def index_inputs(self, a, logits, labels, *rest):
+        return {1: _label_range(a, logits)}
+
     def cpu(self, a, out, logits, labels):
         return _kernel("cpu", "cross_entropy", (In(0), In(1), OUT, _ignore(a)))
 
@@ -364,6 +380,11 @@ def cross_entropy_with_grad_kernel(loss, grad, target: str = "cpu"):
     )
 
 
+def _label_range(a, logits) -> IndexRange:
+    classes = logits.shape[1]
+    return IndexRange(0, classes, () if a.ignore is None else (a.ignore,))
+
+
 def _ignore(a) -> int:
     return NO_LABEL if a.ignore is None else a.ignore
 
@@ -379,6 +400,9 @@ class CrossEntropyGrad(Op):
 
     def infer(self, a, logits, labels, dy):
         return logits
+
+    def index_inputs(self, a, logits, labels, dy):
+        return {1: _label_range(a, logits)}
 
     def cpu(self, a, out, logits, labels, dy):
         return _kernel("cpu", "cross_entropy_grad", (In(0), In(1), In(2), OUT, _ignore(a)))

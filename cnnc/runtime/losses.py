@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 
 from ..errors import CnncError
 from ..graph import BATCH, Graph, Node, TensorType
@@ -21,18 +20,6 @@ class Loss:
         if self.integer_target:
             return TensorType((BATCH, *output.shape[2:]), "int64")
         return output
-
-    def check_target(self, target: np.ndarray, loss_node: Node, graph: Graph) -> None:
-        if not self.integer_target:
-            return
-        classes = graph[loss_node.inputs[0]].type.shape[1]
-        ignore = loss_node.attrs.get("ignore")
-        valid = (target >= 0) & (target < classes)
-        if ignore is not None:
-            valid |= target == ignore
-        if not valid.all():
-            bad = target[~valid].flat[0]
-            raise CnncError(f"label {bad} is out of range: the network has {classes} classes (0 to {classes - 1})")
 
 
 LOSSES = {

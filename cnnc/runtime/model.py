@@ -9,17 +9,59 @@
 
 from __future__ import annotations
 
+import functools
+import math
+import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
+from ..backend import budget
 from ..errors import CnncError
-from ..graph import Graph, TensorType
+from ..graph import Graph, ParamSpec, TensorType
 from ..passes.autodiff import differentiate
 from . import weights
 from .init import initialize
 from .losses import LOSSES, with_loss
+
+
+# Executors (each holding its batch size's buffers) kept per model, the least recently used dropped
+# first: a server or a loader with a ragged last batch must not grow without bound.
+MAX_EXECUTORS = 8
+
+
+def serialized(method):
+    """Run the method under the model's lock: one compiled model shares its buffers, its mode and its
+    arenas between calls, so calls from several threads take turns (each gets correct results)."""
+
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return locked
+
+
+def _check_parameter_memory(specs: list[ParamSpec], itemsize: int) -> None:
+    """Parameters, their gradients and buffers must fit before a byte is allocated."""
+    per_layer: dict[str, int] = {}
+    total = 0
+    for s in specs:
+        size = s.size * itemsize * (2 if s.kind == "param" else 1)
+        total += size
+        layer = s.name.rpartition(".")[0] or s.name
+        per_layer[layer] = per_layer.get(layer, 0) + s.size
+    if not per_layer:
+        return
+    layer = max(per_layer, key=per_layer.get)
+    budget.require(
+        total,
+        "the parameters (with their gradients) and buffers",
+        f"layer {layer} with {per_layer[layer]:,} parameters ({budget.show_bytes(per_layer[layer] * itemsize)})",
+        "Use a smaller model.",
+    )
 
 
 def _arena(specs, dtype) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -53,6 +95,8 @@ class Model:
         self.dtype = np.dtype(dtype)
         param_specs = [s for s in graph.params.values() if s.kind == "param"]
         buffer_specs = [s for s in graph.params.values() if s.kind == "buffer"]
+        _check_parameter_memory(list(graph.params.values()), self.dtype.itemsize)
+        self._lock = threading.RLock()
         self._param_arena, self._params = _arena(param_specs, self.dtype)
         self._grad_arena, self._grads = _arena(param_specs, self.dtype)
         self._buffer_arena, self._buffers = _arena(buffer_specs, self.dtype)
@@ -71,7 +115,7 @@ class Model:
         self._batchnorms = [  # (node, values per channel in one example)
             (node, node.type.sample_elements() // node.type.shape[1]) for node in graph.nodes() if node.op.name == "batchnorm"
         ]
-        self._executors: dict[tuple, Any] = {}
+        self._executors: OrderedDict[tuple, Any] = OrderedDict()  # least recently used first
         self._graphs: dict[tuple, tuple[Graph, dict]] = {}
 
     # -- where the values live ---------------------------------------------------
@@ -116,11 +160,13 @@ class Model:
     def training(self) -> bool:
         return bool(self._state.training[0])
 
+    @serialized
     def train(self) -> "Model":
         """Training mode: batchnorm uses batch statistics and updates its running averages; dropout drops."""
         self._state.training[0] = 1
         return self
 
+    @serialized
     def eval(self) -> "Model":
         """Evaluation mode: batchnorm uses its running averages; dropout is the identity."""
         self._state.training[0] = 0
@@ -186,6 +232,42 @@ class Model:
                     f"a batch of {batch} gives one (use a larger batch, or net.eval())"
                 )
 
+    def _nonfinite_parameter(self) -> str | None:
+        """The first parameter or buffer holding NaN or infinity, or None."""
+        self._pull()
+        for name, array in {**self._params, **self._buffers}.items():
+            if not np.isfinite(array).all():
+                return name
+        return None
+
+    def _nonfinite_gradient(self) -> str | None:
+        """The first parameter whose gradient holds NaN or infinity, or None (one cheap sum when all are finite)."""
+        if self._device is not None:
+            return None  # reading the gradients back from the GPU every step would cost more than it saves
+        if math.isfinite(float(self._grad_arena.sum(dtype=np.float64))):
+            return None
+        return next((name for name, g in self._grads.items() if not np.isfinite(g).all()), None)
+
+    def _first_nonfinite_layer(self, kind: tuple, batch: int, feeds: dict[str, np.ndarray]) -> str | None:
+        """Rerun a run with every value in its own buffer and name the first, in schedule order, that
+        holds NaN or infinity (as `layer NAME (file:line:col)`). CPU only; the model's state is untouched."""
+        from ..backend.cpu.executor import Executor
+
+        if self._device is not None:
+            return None
+        graph = self.scheduled(kind, self.training)
+        values = {**self._params, **{name: b.copy() for name, b in self._buffers.items()}}  # batchnorm updates a copy
+        ex = Executor(graph, batch, values, self._state, self.dtype, reuse=False)
+        for name, value in feeds.items():
+            ex.feed(name, value)
+        ex.run()
+        for group in graph.groups:
+            for name in group.nodes:
+                buffer = ex.buffers.get(name)
+                if buffer is not None and buffer.dtype.kind == "f" and not np.isfinite(buffer).all():
+                    return _describe_node(graph[name])
+        return None
+
     def _executor(self, kind: tuple, batch: int):
         from ..backend.cpu.executor import Executor
 
@@ -193,7 +275,9 @@ class Model:
         kind = (*kind, self.training)  # each mode has its own specialized graph
         key = (*kind, batch)
         ex = self._executors.get(key)
-        if ex is None:
+        if ex is not None:
+            self._executors.move_to_end(key)
+        else:
             graph = self.scheduled(kind[:-1], kind[-1])
             if self._device is None:
                 params, grads, device = {**self._params, **self._buffers}, self._grads, None
@@ -203,6 +287,8 @@ class Model:
                 views = self._device.views
                 params, grads, device = {**views["params"], **views["buffers"]}, views["grads"], CudaDevice()
             grad_buffers = {node: grads[name] for name, node in graph.grads.items()}
+            while len(self._executors) >= MAX_EXECUTORS:  # drop the buffers of the least recently used
+                self._executors.popitem(last=False)
             ex = Executor(graph, batch, params, self._state, self.dtype, grad_buffers, device)
             self._executors[key] = ex
         return ex
@@ -231,6 +317,7 @@ class Model:
             self._graphs[key] = (optimize(self._graph_for(kind)[0], training, self.fuse), {})
         return self._graphs[key][0]
 
+    @serialized
     def __call__(self, *args, **kwargs):
         """Run the network: NCHW arrays in (positionally or by input name), numpy out.
 
@@ -244,6 +331,17 @@ class Model:
         outs = {name: ex.fetch(node) for name, node in ex.graph.outputs.items()}  # the optimized graph's nodes
         return next(iter(outs.values())) if len(outs) == 1 else outs
 
+    def _feeds(self, x, target, kind: tuple) -> tuple[int, dict[str, np.ndarray]]:
+        """The checked arrays of a run with an attached loss (`kind`): the inputs and the target."""
+        inputs = x if isinstance(x, dict) else {next(iter(self.graph.inputs)): x}
+        batch, feeds = self._check_inputs((), inputs)
+        graph, info = self._graph_for(kind)
+        name = info["target"]
+        tbatch, tfeed = self._check_arrays({name: target}, {name: graph.input_types()[name]})
+        if tbatch != batch:
+            raise CnncError(f"the target has batch size {tbatch}, the input {batch}")
+        return batch, {**feeds, **tfeed}
+
     def _backward(self, x, target, loss: str | None, output: str | None, wrt: tuple[str, ...]):
         if loss is None:
             return self._backward_own_loss(x, output, wrt)
@@ -251,18 +349,13 @@ class Model:
             from ..errors import closest
 
             raise CnncError(f"unknown loss '{loss}'{closest(loss, LOSSES)}; the losses are {', '.join(LOSSES)}")
-        inputs = x if isinstance(x, dict) else {next(iter(self.graph.inputs)): x}
-        batch, feeds = self._check_inputs((), inputs)
         kind = ("grad", loss, output, tuple(wrt))
-        graph, info = self._graph_for(kind)
-        tbatch, tfeed = self._check_arrays({info["target"]: target}, {info["target"]: graph.input_types()[info["target"]]})
-        if tbatch != batch:
-            raise CnncError(f"the target has batch size {tbatch}, the input {batch}")
-        LOSSES[loss].check_target(tfeed[info["target"]], graph[info["loss"]], graph)
+        batch, feeds = self._feeds(x, target, kind)
         ex = self._executor(kind, batch)
-        for name, value in {**feeds, **tfeed}.items():
+        for name, value in feeds.items():
             ex.feed(name, value)
         self._run(ex)
+        graph, info = self._graph_for(kind)
         return ex, graph, float(ex.device.download(ex.buffers[info["loss"]])[0])
 
     def _backward_own_loss(self, x, output: str | None, wrt: tuple[str, ...]):
@@ -284,6 +377,7 @@ class Model:
         self._run(ex)
         return ex, graph, float(ex.device.download(ex.buffers[ex.graph.outputs[output]])[0])
 
+    @serialized
     def grad(self, x, target=None, loss: str | None = "cross_entropy", inputs: bool | list[str] = False, output: str | None = None):
         """The loss and its gradients: (loss, {parameter name: gradient, input name: gradient, ...}).
 
@@ -306,6 +400,7 @@ class Model:
         return Trainer(self, loss, optimizer or SGD(lr=0.01), output)
 
     # -- parameters -------------------------------------------------------------
+    @serialized
     def state_dict(self) -> dict[str, np.ndarray]:
         """Every parameter and buffer by name, in definition order (copies)."""
         self._pull()
@@ -314,6 +409,7 @@ class Model:
             out[name] = (self._params if spec.kind == "param" else self._buffers)[name].copy()
         return out
 
+    @serialized
     def load_params(self, mapping: Mapping[str, Any], strict: bool = True) -> None:
         """Copy parameters and buffers in by name (a PyTorch state dict works as it is)."""
         weights.assign(self, mapping, strict)
@@ -324,7 +420,7 @@ class Model:
 
     def load(self, path: str | Path) -> None:
         """Read parameters and buffers written by `save` (every name and shape is checked)."""
-        self.load_params(weights.load(path), strict=True)
+        self.load_params(weights.load(path, self.graph.params), strict=True)
 
     def __repr__(self) -> str:
         return f"<cnnc.Model {self.graph.name} on {self.target}: {self.graph.parameter_count():,} parameters>"
@@ -338,6 +434,7 @@ class Trainer:
         self.loss = loss
         self.output = output
         self.optimizer = optimizer
+        self.steps = 0  # steps run by this trainer, for messages
         if model._device is None:
             optimizer.bind(model._param_arena, model._grad_arena)
         else:  # parameters, gradients and the optimizer's state stay on the device
@@ -348,17 +445,55 @@ class Trainer:
         self.model._executor(("grad", self.loss, self.output, ()), batch)
 
     def step(self, x, y) -> float:
-        """One update on the batch (x, y); returns the loss before the update."""
-        was_training = self.model.training
-        self.model.train()
-        try:
-            _, _, value = self.model._backward(x, y, self.loss, self.output, ())
-        finally:
-            if not was_training:
-                self.model.eval()
-        self.model._push()  # the optimizer reads the device's parameters
-        self.optimizer.step()
-        return value
+        """One update on the batch (x, y); returns the loss before the update.
+
+        A loss or gradient that is NaN or infinite raises a CnncError saying where it first
+        appeared, and the parameters are left as they were before the step.
+        """
+        model = self.model
+        with model._lock:
+            was_training = model.training
+            model.train()
+            try:
+                _, _, value = model._backward(x, y, self.loss, self.output, ())
+                self.steps += 1
+                self._check_finite(value, x, y)
+            finally:
+                if not was_training:
+                    model.eval()
+            model._push()  # the optimizer reads the device's parameters
+            self.optimizer.step()
+            return value
+
+    def _check_finite(self, loss: float, x, y) -> None:
+        model = self.model
+        if math.isfinite(loss):
+            bad = model._nonfinite_gradient()
+            if bad is None:
+                return
+            where = f"the gradient of {bad} holds NaN or infinity (the loss was {loss:.6g})"
+        else:
+            where = f"the loss is {loss}"
+            parameter = model._nonfinite_parameter()
+            if parameter is not None:
+                where += f"; parameter {parameter} already held NaN or infinity"
+            else:
+                kind = ("grad", self.loss, self.output, ())
+                batch, feeds = model._feeds(x, y, kind)
+                layer = model._first_nonfinite_layer(kind, batch, feeds)
+                if layer is not None:
+                    where += f"; the first value to hold NaN or infinity was computed by {layer}"
+        raise CnncError(
+            f"training diverged at step {self.steps}: {where}. This step did not change the parameters; "
+            "a smaller learning rate may help"
+        )
+
+
+def _describe_node(node) -> str:
+    """`layer conv1 (model.cnn:3:5)`; a backward node (named `FORWARD.gradK:OP`) by its forward layer."""
+    forward, mark, _ = node.name.partition(".grad")
+    what = f"the gradient of layer {forward}" if mark and ":" in node.name else f"layer {node.name}"
+    return f"{what} ({node.loc})" if node.loc else what
 
 
 def compile(

@@ -68,6 +68,9 @@ class Optimizer:
             from numba import cuda
 
             return cuda.to_device(np.zeros(self.params.shape, self.params.dtype))
+        from ..backend import budget
+
+        budget.require(self.params.nbytes, f"{type(self).__name__}'s state", "the parameter arena", "Use a smaller model.")
         return np.zeros_like(self.params)
 
     def reset(self) -> None:

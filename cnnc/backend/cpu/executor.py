@@ -17,6 +17,8 @@ import numpy as np
 
 from ...errors import CnncError
 from ...graph import Graph, TensorType
+from ...ops.base import IndexRange
+from .. import budget
 from ..layout import physical_shape, to_logical, to_physical
 from . import kernel as k
 from .threads import single_threaded_blas
@@ -44,6 +46,35 @@ def _flat_specs(args):
 
 def buffer_dtype(t: TensorType, float_dtype: np.dtype) -> np.dtype:
     return float_dtype if t.dtype.startswith("float") else np.dtype(t.dtype)
+
+
+def index_checks(graph: Graph, groups) -> dict[str, list[tuple[IndexRange, str]]]:
+    """Input name -> the ranges its values must lie in, from every node that indexes memory with it
+    (directly or through a view). Kernels also refuse bad indices, but can only answer NaN."""
+    from ...passes.fuse import views
+
+    alias = views(graph, groups)
+    inputs = {node: name for name, node in graph.inputs.items()}
+    checks: dict[str, list[tuple[IndexRange, str]]] = {}
+    for node in graph.nodes():
+        ranges = node.op.index_inputs(node.attrs, *(graph[i].type for i in node.inputs))
+        for position, allowed in ranges.items():
+            source = alias.get(node.inputs[position], node.inputs[position])
+            if source in inputs:
+                checks.setdefault(inputs[source], []).append((allowed, node.name))
+    return checks
+
+
+def check_indices(name: str, values: np.ndarray, allowed: IndexRange, reader: str) -> None:
+    bad = allowed.invalid(values)
+    if bad.any():
+        where = [int(i) for i in np.argwhere(bad)[0]]
+        value = int(values[tuple(where)])
+        also = "".join(f", or {v}" for v in allowed.extra)
+        raise CnncError(
+            f"{allowed.what} {value} is out of range: the network has {allowed.high} {allowed.meaning} "
+            f"({allowed.low} to {allowed.high - 1}{also}); input '{name}' holds it at index {where}, read by {reader}"
+        )
 
 
 class CpuDevice:
@@ -88,9 +119,11 @@ class Executor:
         float_dtype=np.float32,
         outputs: dict[str, np.ndarray] | None = None,
         device=None,
+        reuse: bool | None = None,
     ):
         """`outputs` maps node names to arrays to write into (e.g. gradients into the gradient arena);
-        `device` is where buffers live and kernels run (CpuDevice by default; see cnnc.backend.cuda)."""
+        `device` is where buffers live and kernels run (CpuDevice by default; see cnnc.backend.cuda);
+        `reuse=False` keeps every value in its own buffer (to find where a value went wrong)."""
         from ...passes.fuse import plan_groups, singles, views
 
         self.device = device = device or CpuDevice()
@@ -105,8 +138,11 @@ class Executor:
         outputs = outputs or {}
         groups = graph.groups
         # CNNC_NO_REUSE=1 keeps every value in its own buffer, to tell a planning bug from a kernel bug.
-        reuse = os.environ.get("CNNC_NO_REUSE") != "1"
+        if reuse is None:
+            reuse = os.environ.get("CNNC_NO_REUSE") != "1"
         self.plan = plan_groups(graph, groups, batch, self.float_dtype.itemsize, exclude=set(outputs), reuse=reuse)
+        if device.name == "cpu":
+            self._check_memory()
         self.arena = device.empty(max(self.plan.arena_bytes, 8), np.uint8)
         self.buffers: dict[str, np.ndarray] = {}
         for name, offset in self.plan.offsets.items():
@@ -123,6 +159,7 @@ class Executor:
                 self.buffers[node.name] = device.constant(buffer)
         for name, src in views(graph, groups).items():
             self.buffers[name] = self.buffers[src].reshape(physical_shape(graph[name].type, batch))
+        self.index_checks = index_checks(graph, groups)
         self._rng: dict[str, np.ndarray] = {}
         lowered = [device.lower(graph, g) for g in groups if g.kind != "view"]
         scratch_bytes = 0
@@ -137,6 +174,20 @@ class Executor:
             args = tuple(self._resolve(arg, low.owner, low.out, params) for arg in low.kernel.args)
             device.prepare(fn, args)
             self.steps.append((low.group.name, fn, args))
+
+    def _check_memory(self) -> None:
+        """Refuse a plan larger than the memory left, naming the largest value, before allocating it."""
+        sizes = self.plan.sizes
+        if not sizes:
+            return
+        name = max(sizes, key=sizes.get)
+        shape = list(self.graph[name].type.concrete(self.batch))
+        budget.require(
+            self.plan.arena_bytes,
+            f"the activations of a batch of {self.batch} (as planned)",
+            f"{name} {shape} ({budget.show_bytes(sizes[name])})",
+            "Use a smaller batch or smaller inputs.",
+        )
 
     def _view(self, name: str, offset: int) -> np.ndarray:
         node = self.graph[name]
@@ -183,6 +234,8 @@ class Executor:
 
     # -- running --------------------------------------------------------------
     def feed(self, name: str, array: np.ndarray) -> None:
+        for allowed, reader in self.index_checks.get(name, ()):
+            check_indices(name, array, allowed, reader)
         node = self.graph[self.graph.inputs[name]]
         buffer = self.buffers[node.name]
         if self.device.name == "cpu":

@@ -217,6 +217,84 @@ def test_a_parameter_that_is_already_non_finite_is_named():
         net.trainer().step(np.ones((2, 1, 6, 6), np.float32), np.array([0, 1]))
 
 
+def test_an_update_that_overflows_is_reported_at_once():
+    net = cnnc.compile(SMALL)
+    trainer = net.trainer(optimizer=cnnc.optim.SGD(lr=3e38))
+    with pytest.raises(CnncError, match=r"training diverged at step 1: the update made parameter \S+ NaN or infinite"):
+        trainer.step(np.full((2, 1, 6, 6), 100.0, np.float32), np.array([0, 1]))
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: cnnc.optim.SGD(lr=float("nan")), "SGD: lr must be a finite number, got nan"),
+    (lambda: cnnc.optim.SGD(lr="0.1"), "SGD: lr must be a finite number, got '0.1'"),
+    (lambda: cnnc.optim.SGD(lr=-1), "SGD: lr must be at least 0, got -1"),
+    (lambda: cnnc.optim.SGD(momentum=float("inf")), "SGD: momentum must be a finite number"),
+    (lambda: cnnc.optim.SGD(nesterov=True), "SGD: nesterov needs a momentum and no dampening"),
+    (lambda: cnnc.optim.Adam(betas=(1.0, 1.0)), r"Adam: betas\[0\] must be in \[0, 1\), got 1.0"),
+    (lambda: cnnc.optim.Adam(eps=0.0), "Adam: eps must be more than 0, got 0.0"),
+    (lambda: cnnc.optim.Adam(weight_decay=float("nan")), "Adam: weight_decay must be a finite number"),
+])
+def test_optimizer_hyperparameters_that_would_make_nan_are_refused(make, message):
+    with pytest.raises(CnncError, match=message):
+        make()
+
+
+def test_a_hyperparameter_set_later_is_checked_at_the_step():
+    net = cnnc.compile(SMALL)
+    optimizer = cnnc.optim.SGD(lr=0.1)
+    trainer = net.trainer(optimizer=optimizer)
+    optimizer.lr = float("nan")
+    before = net.state_dict()
+    with pytest.raises(CnncError, match="SGD: lr must be a finite number"):
+        trainer.step(np.ones((2, 1, 6, 6), np.float32), np.array([0, 1]))
+    assert all(np.array_equal(before[k], v) for k, v in net.state_dict().items())
+
+
+def test_one_optimizer_cannot_update_two_models():
+    optimizer = cnnc.optim.SGD(lr=0.5)
+    cnnc.compile(SMALL).trainer(optimizer=optimizer)
+    with pytest.raises(CnncError, match="this optimizer already updates another model's parameters"):
+        cnnc.compile(SMALL).trainer(optimizer=optimizer)
+
+
+# -- API misuse ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda net: net.grad(np.ones((2, 1, 6, 6), np.float32), np.array([0, 1]), inputs=["zzz"]),
+     "the network has no input 'zzz'; its inputs are image"),
+    (lambda net: net.trainer(optimizer="adam"), "optimizer must be a cnnc.optim optimizer"),
+    (lambda net: net(np.array([[1.0], [1.0, 2.0]], dtype=object)), "input 'image' has shape"),
+    (lambda net: net([[1.0], [1.0, 2.0]]), "input 'image' is not an array"),
+])
+def test_api_misuse_is_a_clear_error(call, message):
+    with pytest.raises(CnncError, match=message):
+        call(cnnc.compile(SMALL))
+
+
+def test_one_input_name_as_a_string_asks_for_its_gradient():
+    _, grads = cnnc.compile(SMALL).grad(np.ones((2, 1, 6, 6), np.float32), np.array([0, 1]), inputs="image")
+    assert grads["image"].shape == (2, 1, 6, 6)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"seed": -1}, "seed must be an integer from 0 to 2\\^63 - 1, got -1"),
+    ({"seed": 1.5}, "seed must be an integer"),
+    ({"seed": "a"}, "seed must be an integer"),
+    ({"network": 1}, "network must be the name of a network"),
+])
+def test_compile_arguments_are_checked(kwargs, message):
+    with pytest.raises(CnncError, match=message):
+        cnnc.compile(SMALL, **kwargs)
+
+
+def test_a_torch_tensor_numpy_cannot_hold_is_a_clear_error():
+    torch = pytest.importorskip("torch")
+    x = torch.ones((2, 1, 6, 6), dtype=torch.bfloat16)
+    with pytest.raises(CnncError, match=r"input 'image' is a torch tensor that NumPy cannot hold \(torch.bfloat16"):
+        cnnc.compile(SMALL)(x)
+
+
 # -- memory ------------------------------------------------------------------------
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -81,6 +82,9 @@ class Model:
     def __init__(self, graph: Graph, target: str = "cpu", dtype: str = "float32", seed: int = 0, fuse: bool = True):
         from ..backend.cpu.executor import RuntimeState
 
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**63:
+            raise CnncError(f"seed must be an integer from 0 to 2^63 - 1, got {seed!r}")
+        seed = int(seed)
         if target not in ("cpu", "cuda"):
             raise CnncError(f"unknown target '{target}'; the targets are 'cpu' and 'cuda'")
         if target == "cuda":
@@ -194,9 +198,7 @@ class Model:
         feeds = {}
         for name, t in types.items():
             x = given[name]
-            if hasattr(x, "detach"):  # a torch tensor
-                x = x.detach().cpu().numpy()
-            x = np.asarray(x)
+            x = _as_array(name, x)
             expected = "[N" + "".join(f", {d}" for d in t.sample_shape) + "]"
             if x.ndim != t.rank or tuple(x.shape[1:]) != t.sample_shape:
                 raise CnncError(f"input '{name}' has shape {list(x.shape)}; the network expects {expected}")
@@ -241,12 +243,18 @@ class Model:
         return None
 
     def _nonfinite_gradient(self) -> str | None:
-        """The first parameter whose gradient holds NaN or infinity, or None (one cheap sum when all are finite)."""
+        """The first parameter whose gradient holds NaN or infinity, or None (one parallel pass over the
+        gradient arena when all are finite)."""
+        return self._first_nonfinite(self._grad_arena, self._grads)
+
+    def _first_nonfinite(self, arena: np.ndarray, views: dict[str, np.ndarray]) -> str | None:
+        from .optim import all_finite
+
         if self._device is not None:
-            return None  # reading the gradients back from the GPU every step would cost more than it saves
-        if math.isfinite(float(self._grad_arena.sum(dtype=np.float64))):
+            return None  # reading the arenas back from the GPU every step would cost more than it saves
+        if all_finite(arena):
             return None
-        return next((name for name, g in self._grads.items() if not np.isfinite(g).all()), None)
+        return next((name for name, v in views.items() if not np.isfinite(v).all()), None)
 
     def _first_nonfinite_layer(self, kind: tuple, batch: int, feeds: dict[str, np.ndarray]) -> str | None:
         """Rerun a run with every value in its own buffer and name the first, in schedule order, that
@@ -265,7 +273,10 @@ class Model:
             for name in group.nodes:
                 buffer = ex.buffers.get(name)
                 if buffer is not None and buffer.dtype.kind == "f" and not np.isfinite(buffer).all():
-                    return _describe_node(graph[name])
+                    # A fused kernel keeps its inner values in registers: the culprit may be any member.
+                    others = [n for n in group.nodes if n != name]
+                    joint = f", computed in one kernel with {', '.join(others)}" if others else ""
+                    return _describe_node(graph[name]) + joint
         return None
 
     def _executor(self, kind: tuple, batch: int):
@@ -386,7 +397,7 @@ class Model:
         against `target`; with `loss=None` the network's own scalar output is the
         loss. `inputs=True` (or a list of input names) adds the inputs' gradients.
         """
-        wrt = tuple(self.graph.inputs) if inputs is True else tuple(inputs or ())
+        wrt = self._gradient_inputs(inputs)
         ex, graph, value = self._backward(x, target, loss, output, wrt)
         self._pull()
         grads = {name: self._grads[name].copy() for name in self._params}
@@ -394,9 +405,24 @@ class Model:
             grads[name] = ex.fetch(ex.graph.input_grads[name])
         return value, grads
 
-    def trainer(self, loss: str = "cross_entropy", optimizer=None, output: str | None = None) -> "Trainer":
-        from .optim import SGD
+    def _gradient_inputs(self, inputs) -> tuple[str, ...]:
+        """The input names `grad(..., inputs=)` asks for: True for all, a name, or a list of names."""
+        if inputs is True:
+            return tuple(self.graph.inputs)
+        names = (inputs,) if isinstance(inputs, str) else tuple(inputs or ())
+        for name in names:
+            if name not in self.graph.inputs:
+                from ..errors import closest
 
+                raise CnncError(f"the network has no input {name!r}{closest(str(name), self.graph.inputs)}; "
+                                f"its inputs are {', '.join(self.graph.inputs)}")
+        return names
+
+    def trainer(self, loss: str = "cross_entropy", optimizer=None, output: str | None = None) -> "Trainer":
+        from .optim import SGD, Optimizer
+
+        if optimizer is not None and not isinstance(optimizer, Optimizer):
+            raise CnncError(f"optimizer must be a cnnc.optim optimizer such as cnnc.optim.Adam(), got {optimizer!r}")
         return Trainer(self, loss, optimizer or SGD(lr=0.01), output)
 
     # -- parameters -------------------------------------------------------------
@@ -463,6 +489,13 @@ class Trainer:
                     model.eval()
             model._push()  # the optimizer reads the device's parameters
             self.optimizer.step()
+            broken = model._first_nonfinite(model._param_arena, model._params)
+            if broken is not None:  # finite gradients, yet the update overflowed (a far too large step)
+                raise CnncError(
+                    f"training diverged at step {self.steps}: the update made parameter {broken} NaN or infinite "
+                    f"(the loss was {value:.6g}); the parameters are no longer usable: reload saved weights "
+                    "and use a smaller learning rate"
+                )
             return value
 
     def _check_finite(self, loss: float, x, y) -> None:
@@ -489,6 +522,22 @@ class Trainer:
         )
 
 
+def _as_array(name: str, x) -> np.ndarray:
+    """An input as a NumPy array (a torch tensor is converted where NumPy has its dtype)."""
+    if hasattr(x, "detach"):  # a torch tensor
+        try:
+            x = x.detach().cpu().numpy()
+        except (TypeError, RuntimeError, NotImplementedError) as e:
+            raise CnncError(
+                f"input '{name}' is a torch tensor that NumPy cannot hold ({x.dtype}, {x.layout}, on {x.device}): "
+                f"{str(e).splitlines()[0]}; convert it, e.g. with x.float().cpu()"
+            ) from None
+    try:
+        return np.asarray(x)
+    except (ValueError, TypeError) as e:  # ragged nested lists
+        raise CnncError(f"input '{name}' is not an array: {e}") from None
+
+
 def _describe_node(node) -> str:
     """`layer conv1 (model.cnn:3:5)`; a backward node (named `FORWARD.gradK:OP`) by its forward layer."""
     forward, mark, _ = node.name.partition(".grad")
@@ -506,5 +555,7 @@ def compile(
     """
     from ..frontend import load
 
+    if network is not None and not isinstance(network, str):
+        raise CnncError(f"network must be the name of a network (a string), got {network!r}")
     graph = source if isinstance(source, Graph) else load(source, network=network, **hyperparameters)
     return Model(graph, target=target, dtype=dtype, seed=seed, fuse=fuse)

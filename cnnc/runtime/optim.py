@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import numpy as np
+
+from ..errors import CnncError
 
 
 # Each update rule once, for element i of the flat arenas; each target runs it in its parallel
@@ -47,9 +52,53 @@ def _on_device(array) -> bool:
     return hasattr(array, "copy_to_host")
 
 
+# A finite-values check over a whole arena, in parallel: the trainer runs it on the gradients
+# before an update and on the parameters after it (about 1 ms for ResNet-18's 11M parameters).
+FINITE_SOURCE = """
+@njit(parallel=True, cache=True)
+def count_nonfinite(a):
+    n = 0
+    for i in prange(a.size):
+        if not np.isfinite(a[i]):
+            n += 1
+    return n
+"""
+
+
+def all_finite(arena: np.ndarray) -> bool:
+    """Whether every value of a flat host arena is finite."""
+    from ..backend.cpu.kernel import CpuKernel, load
+
+    return load(CpuKernel(FINITE_SOURCE, "count_nonfinite"))(arena) == 0
+
+
+def hyperparameter(owner: str, name: str, value, low: float = 0.0, high: float = math.inf, high_open: bool = False,
+                   low_open: bool = False) -> float:
+    """A finite real number in [low, high] (either end open if asked), else a CnncError saying which."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise CnncError(f"{owner}: {name} must be a finite number, got {value!r}")
+    below = value <= low if low_open else value < low
+    above = value >= high if high_open else value > high
+    if below or above:
+        if math.isinf(high):
+            bound = f"more than {low:g}" if low_open else f"at least {low:g}"
+        else:
+            bound = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise CnncError(f"{owner}: {name} must be {bound}, got {value!r}")
+    return float(value)
+
+
 class Optimizer:
+    params = None  # the flat parameter arena it updates, once bound
+
+    def check(self) -> None:
+        """Refuse hyperparameters that would turn parameters into NaN (called by every step: they may be set later)."""
+
     def bind(self, params, grads) -> None:
         """Update `params` (a flat arena, in host or GPU memory) from `grads`, keeping state beside them."""
+        if self.params is not None and self.params is not params:
+            raise CnncError("this optimizer already updates another model's parameters; give each trainer its own optimizer")
+        self.check()
         self.params, self.grads = params, grads
         self.steps = 0
         if _on_device(params):
@@ -83,11 +132,23 @@ class SGD(Optimizer):
     def __init__(self, lr: float = 0.01, momentum: float = 0.0, weight_decay: float = 0.0, dampening: float = 0.0, nesterov: bool = False):
         self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
         self.dampening, self.nesterov = dampening, nesterov
+        self.check()
+
+    def check(self) -> None:
+        hyperparameter("SGD", "lr", self.lr)
+        hyperparameter("SGD", "momentum", self.momentum)
+        hyperparameter("SGD", "weight_decay", self.weight_decay)
+        hyperparameter("SGD", "dampening", self.dampening, high=1.0)
+        if not isinstance(self.nesterov, bool):
+            raise CnncError(f"SGD: nesterov must be true or false, got {self.nesterov!r}")
+        if self.nesterov and (self.momentum == 0 or self.dampening != 0):
+            raise CnncError("SGD: nesterov needs a momentum and no dampening (as in PyTorch)")
 
     def reset(self) -> None:
         self.buf = self.zeros()
 
     def step(self) -> None:
+        self.check()
         self._kernels["sgd"](self.params, self.grads, self.buf, self.lr, self.momentum, self.weight_decay, self.dampening, self.nesterov, self.steps == 0)
         self.steps += 1
 
@@ -97,11 +158,23 @@ class Adam(Optimizer):
 
     def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
         self.lr, self.betas, self.eps, self.weight_decay = lr, betas, eps, weight_decay
+        self.check()
+
+    def check(self) -> None:
+        hyperparameter("Adam", "lr", self.lr)
+        if not isinstance(self.betas, (tuple, list)) or len(self.betas) != 2:
+            raise CnncError(f"Adam: betas must be a pair of numbers, got {self.betas!r}")
+        for k, beta in enumerate(self.betas):
+            hyperparameter("Adam", f"betas[{k}]", beta, high=1.0, high_open=True)
+        # PyTorch accepts eps = 0, but then every parameter whose gradient is zero becomes 0/0 = NaN.
+        hyperparameter("Adam", "eps", self.eps, low_open=True)
+        hyperparameter("Adam", "weight_decay", self.weight_decay)
 
     def reset(self) -> None:
         self.m = self.zeros()
         self.v = self.zeros()
 
     def step(self) -> None:
+        self.check()
         self.steps += 1
         self._kernels["adam"](self.params, self.grads, self.m, self.v, self.lr, self.betas[0], self.betas[1], self.eps, self.weight_decay, self.steps)

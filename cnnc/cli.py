@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -42,6 +43,44 @@ def parse_setting(text: str) -> tuple[str, Any]:
     return name, raw
 
 
+# (least, largest) of each integer option: 2^62 as for --set (larger counts are mistakes that
+# would overflow later arithmetic); a seed is anything NumPy's generators take below 2^63.
+_INT_RANGES = {"batch": (1, 2**62), "epochs": (1, 2**62), "limit_batches": (1, 2**62), "top": (1, 2**62),
+               "seed": (0, 2**63 - 1)}  # fmt: skip
+
+
+def _option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def check_arguments(args) -> None:
+    """Refuse counts and hyperparameters that make no sense, before anything is loaded or compiled."""
+    for name, (least, largest) in _INT_RANGES.items():
+        value = getattr(args, name, None)
+        if value is not None and value < least:
+            raise CnncError(f"{_option(name)} must be at least {least}, got {value}")
+        if value is not None and value > largest:
+            limit = "it must be below 2^63" if name == "seed" else "at most 2^62"
+            raise CnncError(f"{_option(name)} is too large ({limit}), got {value}")
+    if args.command == "train":
+        _check_hyperparameters(args)
+
+
+def _check_hyperparameters(args) -> None:
+    for name in ("lr", "momentum", "weight_decay"):
+        value = getattr(args, name)
+        if value is not None and not math.isfinite(value):
+            raise CnncError(f"{_option(name)} must be a finite number, got {value}")
+    if args.lr is not None and args.lr <= 0:
+        raise CnncError(f"--lr must be positive, got {args.lr}")
+    if args.momentum is not None and not 0 <= args.momentum < 1:
+        raise CnncError(f"--momentum must be at least 0 and below 1, got {args.momentum}")
+    if args.weight_decay < 0:
+        raise CnncError(f"--weight-decay must be at least 0, got {args.weight_decay}")
+    if args.momentum is not None and args.optimizer != "sgd":  # Adam has no momentum setting to give it to
+        raise CnncError(f"--momentum applies to --optimizer sgd only, not {args.optimizer}")
+
+
 def _load_graph(args):
     from . import load
 
@@ -55,8 +94,6 @@ def cmd_check(args) -> int:
     from .explain import explain, peak_line
 
     graph = _load_graph(args)
-    if args.batch < 1:
-        raise CnncError("--batch must be at least 1")
     if args.json:
         data = summary_data(graph)
         data["planned_peak_bytes"] = {"batch": args.batch, "inference": explain(graph, False, args.batch)["peak_bytes"]["planned"]}
@@ -74,8 +111,6 @@ def cmd_check(args) -> int:
 def cmd_explain(args) -> int:
     from .explain import explain, explain_text
 
-    if args.batch < 1:
-        raise CnncError("--batch must be at least 1")
     report = explain(_load_graph(args), training=args.training, batch=args.batch, fuse=not args.no_fuse)
     print(json.dumps(report, indent=2) if args.json else explain_text(report))
     return 0
@@ -100,19 +135,18 @@ def cmd_train(args) -> int:
     from . import compile
     from .runtime import optim, weights
     from .runtime.data import load_dataset
-    from .runtime.train import fit
+    from .runtime.train import check_batches, fit
 
-    if args.epochs < 1 or args.batch < 1:
-        raise CnncError("--epochs and --batch must be at least 1")
     graph = _load_graph(args)
     out = weights.check_writable(args.out or f"{graph.name}.npz")  # now, not after the training
-    net = compile(graph, target=args.target, seed=args.seed, fuse=not args.no_fuse)
-    image = net.graph.input_types()[next(iter(net.graph.inputs))].sample_shape
+    image = graph.input_types()[next(iter(graph.inputs))].sample_shape
     data = load_dataset(args.dataset, image)
     if data.image_shape != image:
         raise CnncError(f"data set {data.name} gives images {list(data.image_shape)}; the network expects {list(image)}")
+    check_batches(data, args.batch)  # before compiling: a training of no step would save untrained weights
+    net = compile(graph, target=args.target, seed=args.seed, fuse=not args.no_fuse)
     if args.optimizer == "sgd":
-        opt = optim.SGD(lr=args.lr if args.lr is not None else 0.02, momentum=args.momentum, weight_decay=args.weight_decay)
+        opt = optim.SGD(lr=args.lr if args.lr is not None else 0.02, momentum=0.9 if args.momentum is None else args.momentum, weight_decay=args.weight_decay)
     else:
         opt = optim.Adam(lr=args.lr if args.lr is not None else 1e-3, weight_decay=args.weight_decay)
     print(
@@ -191,11 +225,11 @@ def cmd_run(args) -> int:
 
     from .runtime import weights
 
-    if args.top < 1:
-        raise CnncError("--top must be at least 1")
     net = compile(_load_graph(args), target=args.target, fuse=not args.no_fuse)
     if args.weights:  # checked against this network from the file's headers, before any array is read
         net.load_params(weights.load(args.weights, net.graph.params), strict=True)
+    else:  # allowed (to try a network out), but the classes printed mean nothing
+        print("cnnc: warning: no --weights given: the network's weights are random", file=sys.stderr)
     net.eval()
     name, t = next(iter(net.graph.input_types().items()))
     x = read_input(args.input, t.sample_shape)
@@ -285,7 +319,7 @@ def make_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=float, default=None, help="learning rate (default 0.02 for sgd, 0.001 for adam)")
     train.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
     train.add_argument("--schedule", choices=("cosine", "constant"), default="cosine", help="learning-rate schedule over the epochs")
-    train.add_argument("--momentum", type=float, default=0.9)
+    train.add_argument("--momentum", type=float, default=None, help="SGD's momentum (default 0.9)")
     train.add_argument("--weight-decay", type=float, default=0.0)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--limit-batches", type=int, default=None, metavar="N", help="at most N batches per epoch")
@@ -322,6 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
+            check_arguments(args)
             return args.run(args)
     except CnncError as e:
         print(str(e), file=sys.stderr)

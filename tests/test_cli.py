@@ -186,7 +186,7 @@ def test_train_then_run(tmp_path, capsys):
     [
         (["train", "resnet18_cifar", "--dataset", "digits", "--epochs", "1"], "data set digits gives images [1, 32, 32]; the network expects [3, 32, 32]"),
         (["train", "lenet", "--dataset", "mnist:/nowhere"], "no such folder /nowhere"),
-        (["train", "lenet", "--epochs", "0"], "--epochs and --batch must be at least 1"),
+        (["train", "lenet", "--epochs", "0"], "--epochs must be at least 1, got 0"),
         (["run", "lenet", "--weights", "/nowhere.npz", "--input", "x.npy"], "no such weights file"),
     ],
 )

@@ -4,6 +4,7 @@ import gzip
 import io
 import os
 import pickle
+import stat
 import struct
 import subprocess
 import sys
@@ -554,3 +555,169 @@ def test_npy_inputs_are_checked_from_their_header(tmp_path):
     (tmp_path / "dir.npy").mkdir()
     with pytest.raises(CnncError, match="is not a regular file"):
         read_input(tmp_path / "dir.npy", (3,))
+
+
+# -- output paths that are not plain files ---------------------------------------------------------
+
+
+def test_save_refuses_fifos_and_devices_and_writes_through_links(net, tmp_path):
+    os.mkfifo(tmp_path / "fifo.npz")
+    with pytest.raises(weights.SaveError, match="fifo.npz: it is not a regular file"):
+        net.save(tmp_path / "fifo.npz")
+    assert stat.S_ISFIFO(os.lstat(tmp_path / "fifo.npz").st_mode)
+    # A link to a weights file: the file it points to is replaced, the link stays.
+    net.save(tmp_path / "real.npz")
+    os.symlink("real.npz", tmp_path / "link.npz")
+    net.params["fc2.bias"][:] = 1.0
+    net.save(tmp_path / "link.npz")
+    assert os.path.islink(tmp_path / "link.npz")
+    assert np.array_equal(np.load(tmp_path / "real.npz")["fc2.bias"], np.ones(4, np.float32))
+    os.symlink("fifo.npz", tmp_path / "to_fifo.npz")
+    with pytest.raises(weights.SaveError, match=r"to_fifo.npz \(a link to .*fifo.npz\): it is not a regular file"):
+        net.save(tmp_path / "to_fifo.npz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo.npz", "link.npz", "real.npz", "to_fifo.npz"]
+
+
+def test_train_never_replaces_a_device(tiny, tmp_path, capsys):
+    if os.geteuid() != 0:
+        pytest.skip("making a device file needs root")
+    try:
+        os.mknod(tmp_path / "null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    except PermissionError:
+        pytest.skip("this container may not make device files")
+    assert main(train_args(tiny, "--out", str(tmp_path / "null"))) == 2
+    captured = capsys.readouterr()
+    assert "null: it is not a regular file" in captured.err and "epoch" not in captured.out
+    assert stat.S_ISCHR(os.lstat(tmp_path / "null").st_mode)
+
+
+def test_a_long_file_name_saves_and_its_temporary_is_recognized(net, tmp_path):
+    path = tmp_path / ("x" * 250 + ".npz")
+    net.save(path)
+    net.load(path)
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+    assert weights._TEMP_PATTERN.match(f".{weights._temporary_stem(path)}.cnnc-1-ab.tmp")
+
+
+# -- trainings that would take no step --------------------------------------------------------------
+
+TINY4 = "network tiny4 {\n    input x: [1, 4, 4]\n    flatten -> fc: dense(10)\n    output logits\n}\n"
+
+
+def test_a_training_of_no_step_is_refused_before_compiling(tiny, tmp_path, capsys):
+    out = tmp_path / "w.npz"
+    assert main(train_args(tiny, "--out", str(out), "--batch", "100000")) == 2
+    assert "data set digits has 1,438 training examples, fewer than one batch of 100,000" in capsys.readouterr().err
+    for limit in ("0", "-1"):
+        assert main(train_args(tiny, "--out", str(out), "--limit-batches", limit)) == 2
+        assert f"--limit-batches must be at least 1, got {limit}" in capsys.readouterr().err
+    (tmp_path / "mnist").mkdir()
+    write_mnist(tmp_path / "mnist", train=5, labels=5)
+    (tmp_path / "tiny4.cnn").write_text(TINY4)
+    args = ["train", str(tmp_path / "tiny4.cnn"), "--dataset", f"mnist:{tmp_path / 'mnist'}", "--batch", "8"]
+    assert main([*args, "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert "data set mnist has 5 training examples, fewer than one batch of 8" in captured.err
+    assert "compiled" not in captured.out and not out.exists()
+    from cnnc.runtime.train import fit
+
+    with pytest.raises(CnncError, match="the limit of batches per epoch must be at least 1, not 0"):
+        fit(cnnc.compile(TINY), data.digits(8), None, epochs=1, batch=16, limit_batches=0, report=None)
+
+
+def test_cifar_batches_without_images_or_with_huge_labels(tmp_path):
+    write_cifar(tmp_path, lambda name: cifar_batch(n=0))
+    with pytest.raises(CnncError, match="data_batch_1 holds no images"):
+        data.cifar10(tmp_path)
+    write_cifar(tmp_path, lambda name: cifar_batch(labels=[2**70, 1, 1]))
+    with pytest.raises(CnncError, match="holds the label 1180591620717411303424; the data set has 10 classes"):
+        data.cifar10(tmp_path)
+    write_cifar(tmp_path, lambda name: cifar_batch(labels=np.array([1, 2**63 + 1, 1], np.uint64)))
+    with pytest.raises(CnncError, match="holds the label 9223372036854775809"):
+        data.cifar10(tmp_path)
+
+
+def test_digits_takes_no_folder():
+    with pytest.raises(CnncError, match="unknown data set 'digits:foo': digits is built in and takes no folder"):
+        data.load_dataset("digits:foo")
+
+
+# -- command-line arguments ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--seed", "-1"], "--seed must be at least 0, got -1"),
+        (["--seed", str(2**63)], "--seed is too large (it must be below 2^63)"),
+        (["--lr", "nan"], "--lr must be a finite number, got nan"),
+        (["--lr", "-0.1"], "--lr must be positive"),
+        (["--momentum", "inf"], "--momentum must be a finite number"),
+        (["--momentum", "1"], "--momentum must be at least 0 and below 1"),
+        (["--weight-decay", "-1"], "--weight-decay must be at least 0"),
+        (["--epochs", "0"], "--epochs must be at least 1"),
+        (["--batch", "0"], "--batch must be at least 1"),
+        (["--batch", "1" + "0" * 22], "--batch is too large (at most 2^62)"),
+        (["--limit-batches", str(2**62 + 1)], "--limit-batches is too large"),
+        (["--optimizer", "adam", "--momentum", "0.5"], "--momentum applies to --optimizer sgd only, not adam"),
+        (["--dataset", "digits:x"], "digits is built in and takes no folder"),
+    ],
+)
+def test_train_arguments_are_checked_first(tiny, tmp_path, capsys, extra, message):
+    start = time.perf_counter()
+    assert main([*train_args(tiny, "--out", str(tmp_path / "w.npz")), *extra]) == 2
+    captured = capsys.readouterr()
+    assert message in captured.err and "compiled" not in captured.out
+    assert not (tmp_path / "w.npz").exists() and time.perf_counter() - start < 5
+
+
+def test_check_and_explain_batch_limits(tiny, capsys):
+    for command in ("check", "explain"):
+        assert main([command, tiny, "--batch", "1" + "0" * 22]) == 2
+        assert "--batch is too large (at most 2^62)" in capsys.readouterr().err
+
+
+def test_run_warns_without_weights_and_reads_upper_case_suffixes(tiny, tmp_path, capsys):
+    np.save(tmp_path / "x.npy", np.zeros((1, 8, 8), np.float32))
+    os.rename(tmp_path / "x.npy", tmp_path / "X.NPY")
+    assert main(["run", tiny, "--input", str(tmp_path / "X.NPY")]) == 0
+    captured = capsys.readouterr()
+    assert "cnnc: warning: no --weights given: the network's weights are random" in captured.err
+    assert captured.out.count("class ") == 3
+
+
+# -- weights archives zipfile cannot read ------------------------------------------------------------
+
+
+def _patch_central_headers(raw: bytes, offset: int, value: int) -> bytes:
+    """Set a 2-byte field of every central-directory entry (8: flags, 10: compression method)."""
+    out, i = bytearray(raw), 0
+    while (i := out.find(b"PK\x01\x02", i)) >= 0:
+        struct.pack_into("<H", out, i + offset, value)
+        i += 4
+    return bytes(out)
+
+
+@pytest.mark.parametrize(
+    "offset, value, message",
+    [(8, 1, "the array 'fc1.weight' is encrypted"), (10, 99, "the array 'fc1.weight' is compressed with a method that cannot be read")],
+)
+def test_encrypted_and_unknown_compression_members(net, tmp_path, offset, value, message):
+    net.save(tmp_path / "good.npz")
+    (tmp_path / "odd.npz").write_bytes(_patch_central_headers((tmp_path / "good.npz").read_bytes(), offset, value))
+    with pytest.raises(CnncError, match=f"odd.npz: {message}"):
+        net.load(tmp_path / "odd.npz")
+
+
+# -- resizing images ------------------------------------------------------------------------------
+
+
+def test_resizing_checks_memory_and_needs_no_matrix(tmp_path, monkeypatch):
+    row = np.full((1, 1, 1, 1 << 22), 0.5, np.float32)  # a dense [width, new width] matrix would be 256 MB
+    start = time.perf_counter()
+    assert np.allclose(data.resize(row, 8, 8), 0.5)
+    assert time.perf_counter() - start < 1
+    (tmp_path / "g.png").write_bytes(png_bytes(8, 8, zlib.compress(bytes(8 * 9)), colour=0))
+    monkeypatch.setenv("CNNC_MEMORY_LIMIT", str(64 << 20))
+    with pytest.raises(CnncError, match=r"not enough memory for resizing 3 8x8 image planes to 3000x3000: .* needed"):
+        read_input(tmp_path / "g.png", (3, 3000, 3000))

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..backend.budget import require, show_bytes
 from ..errors import CnncError
 
 
@@ -36,7 +37,8 @@ class Dataset:
 
 
 def resize_matrix(size_in: int, size_out: int) -> np.ndarray:
-    """Bilinear interpolation as a [size_out, size_in] matrix (PyTorch's half-pixel rule)."""
+    """Bilinear interpolation as a [size_out, size_in] matrix (PyTorch's half-pixel rule): the
+    definition `resize` computes by index arithmetic instead."""
     m = np.zeros((size_out, size_in), np.float64)
     scale = size_in / size_out
     for i in range(size_out):
@@ -49,14 +51,45 @@ def resize_matrix(size_in: int, size_out: int) -> np.ndarray:
     return m
 
 
+def _interpolate(x: np.ndarray, size_out: int, axis: int) -> np.ndarray:
+    """Bilinear interpolation along one axis: each output mixes its two nearest inputs.
+
+    A matrix [size_out, size_in] would take as much memory as the product of the sizes
+    (a gigabyte for a 16-megapixel row); two gathers take as much as the output."""
+    size_in = x.shape[axis]
+    src = np.maximum((np.arange(size_out) + 0.5) * (size_in / size_out) - 0.5, 0.0)
+    lo = np.minimum(src.astype(np.int64), size_in - 1)
+    hi = np.minimum(lo + 1, size_in - 1)
+    weight = src - lo
+    shape = [1] * x.ndim
+    shape[axis] = size_out
+    weight = weight.reshape(shape)
+    out = np.take(x, lo, axis=axis)
+    out *= 1 - weight
+    upper = np.take(x, hi, axis=axis)
+    upper *= weight
+    out += upper
+    return out
+
+
 def resize(images: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Bilinear resize of [N, C, H, W] images."""
-    _, _, h, w = images.shape
+    """Bilinear resize of [N, C, H, W] images (computed in float64, returned as float32)."""
+    n, c, h, w = images.shape
     if (h, w) == (height, width):
         return images
-    rows, cols = resize_matrix(h, height), resize_matrix(w, width)
-    # Two matrix products, not one three-operand einsum, whose naive loop takes minutes on a photo.
-    return (rows @ images.astype(np.float64) @ cols.T).astype(np.float32)
+    # One axis, then the other: the order that keeps the intermediate image smaller (a 16-megapixel
+    # row scaled to 8x8 would otherwise pass through 8 such rows).
+    rows_first = height * w <= h * width
+    middle = height * w if rows_first else h * width
+    # The float64 copy, two arrays of each step at once, and the float32 result.
+    needed = 8 * n * c * (h * w + 2 * middle + 2 * height * width) + 4 * n * c * height * width
+    require(needed, f"resizing {n * c:,} {h}x{w} image planes to {height}x{width}",
+            f"the resized images ({show_bytes(8 * n * c * height * width)} in float64)",
+            "Give an input of the network's size, or a network with a smaller input.")
+    x = images.astype(np.float64)
+    if rows_first:
+        return _interpolate(_interpolate(x, height, axis=2), width, axis=3).astype(np.float32)
+    return _interpolate(_interpolate(x, width, axis=3), height, axis=2).astype(np.float32)
 
 
 def split(x: np.ndarray, y: np.ndarray, held_out: float = 0.2, seed: int = 0):
@@ -133,7 +166,7 @@ def read_idx(path: Path, dims: int | None = None) -> np.ndarray:
     file is decompressed no further than the size its header declares.
     """
     size = _regular_file(path)
-    compressed = path.suffix == ".gz"
+    compressed = path.suffix.lower() == ".gz"
     try:
         f = gzip.open(path, "rb") if compressed else open(path, "rb")
     except OSError as e:
@@ -220,8 +253,11 @@ def _cifar_arrays(d, path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise CnncError(f"cifar10: {path} holds {len(data):,} images but {count} labels")
     if any(not isinstance(v, (int, np.integer)) for v in labels):
         raise CnncError(f"cifar10: {path} holds labels that are not integers")
+    # Checked as Python integers: a label beyond 64 bits cannot become an int64 (nor a uint64 above 2^63 safely).
+    bad = next((int(v) for v in labels if not 0 <= int(v) < 10), None)
+    if bad is not None:
+        raise CnncError(f"{path} holds the label {bad}; the data set has 10 classes (0 to 9)")
     y = np.asarray(labels, np.int64)
-    _check_labels(y, 10, path)
     return data.reshape(-1, 3, 32, 32), y
 
 
@@ -242,6 +278,8 @@ def cifar10(folder: str | Path) -> Dataset:
         except Exception as e:  # a truncated or foreign file
             raise CnncError(f"cifar10: cannot read {path}: {e}") from None
         x, y = _cifar_arrays(d, path)
+        if len(x) == 0:
+            raise CnncError(f"cifar10: {path} holds no images")
         return x.astype(np.float32) / 255.0, y
 
     train = [batch(f"data_batch_{i}") for i in range(1, 6)]
@@ -251,7 +289,9 @@ def cifar10(folder: str | Path) -> Dataset:
 
 def load_dataset(spec: str, image_shape: tuple[int, ...] | None = None) -> Dataset:
     """`digits`, `mnist:DIR`, `fashion-mnist:DIR` or `cifar10:DIR`."""
-    name, _, folder = spec.partition(":")
+    name, colon, folder = spec.partition(":")
+    if name == "digits" and colon:
+        raise CnncError(f"unknown data set '{spec}': digits is built in and takes no folder (use --dataset digits)")
     if name == "digits":
         size = image_shape[-1] if image_shape else 28
         return digits(size)

@@ -166,12 +166,13 @@ def read_input(path: str | Path, shape: tuple[int, ...]) -> np.ndarray:
     path = Path(path)
     if not path.exists():
         raise CnncError(f"no such input file: {path}")
-    if path.suffix == ".npy":
+    suffix = path.suffix.lower()  # X.NPY and X.PNG are read like x.npy and x.png
+    if suffix == ".npy":
         x = read_npy(path)
         if x.shape == shape:
             x = x[None]
         return np.ascontiguousarray(x.astype(np.float32) if x.dtype.kind == "f" else x)
-    if path.suffix.lower() == ".png":
+    if suffix == ".png":
         if len(shape) != 3:
             raise CnncError(f"an image input needs a network input of shape [C, H, W], not {list(shape)}")
         pixels = read_png(path).astype(np.float32) / 255.0

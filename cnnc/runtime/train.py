@@ -89,16 +89,30 @@ def _check_parameters(model, epoch: int) -> None:
                             "a smaller learning rate may help")
 
 
+def check_batches(data: Dataset, batch: int, limit_batches: int | None = None) -> None:
+    """Refuse a training that would take no step (and so save the weights it started with)."""
+    if batch < 1:
+        raise CnncError(f"the batch size must be at least 1, not {batch}")
+    if limit_batches is not None and limit_batches < 1:
+        raise CnncError(f"the limit of batches per epoch must be at least 1, not {limit_batches}")
+    if len(data.train_x) < batch:  # the last, smaller batch is dropped: not one step would run
+        raise CnncError(f"data set {data.name} has {len(data.train_x):,} training examples, fewer than one batch "
+                        f"of {batch:,}; use a smaller batch")
+
+
 def fit(model, data: Dataset, trainer, epochs: int, batch: int, seed: int = 0, limit_batches: int | None = None,
         report=print, progress: bool = True, schedule: str = "cosine") -> History:
     """Train for `epochs`, shuffling with `seed`; reports loss and held-out accuracy per epoch.
 
     `schedule="cosine"` decays the optimizer's learning rate each epoch; "constant" keeps it.
     """
+    check_batches(data, batch, limit_batches)
+    if epochs < 1:
+        raise CnncError(f"the number of epochs must be at least 1, not {epochs}")
     rng = np.random.default_rng(seed)
     history = History()
     steps = len(data.train_x) // batch
-    if limit_batches:
+    if limit_batches is not None:
         steps = min(steps, limit_batches)
     base_lr = trainer.optimizer.lr
     for epoch in range(1, epochs + 1):
@@ -117,7 +131,7 @@ def fit(model, data: Dataset, trainer, epochs: int, batch: int, seed: int = 0, l
             bar.finish()  # an error message starts on a clean line
         _check_parameters(model, epoch)
         test_x, test_y = data.test_x, data.test_y
-        if limit_batches:
+        if limit_batches is not None:
             test_x, test_y = test_x[: limit_batches * batch], test_y[: limit_batches * batch]
         acc = accuracy(model, test_x, test_y, batch=max(batch, 64))
         result = EpochResult(epoch, float(np.mean(losses)) if losses else float("nan"), acc, time.perf_counter() - start)

@@ -8,6 +8,7 @@ forged header or a zip bomb is refused instead of filling the memory.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import re
@@ -148,13 +149,20 @@ def remove_stale_temporaries(folder: Path) -> None:
                 pass
 
 
+def _temporary_stem(path: Path) -> str:
+    """The target's name, or a hash of it when the name is too long to take the temporary's marks
+    (a file name has at most 255 bytes)."""
+    raw = os.fsencode(path.name)
+    return path.name if len(raw) <= 128 else hashlib.sha256(raw).hexdigest()[:16]
+
+
 def _create_temporary(path: Path) -> tuple[int, str]:
     """A new temporary file next to `path`, named so that it can be recognized if this process dies.
 
     Opened with mode 0666 so that the umask gives the weights file the usual permissions
     (mkstemp's 0600 would survive the rename)."""
     for _ in range(100):
-        tmp = path.parent / f".{path.name}{_TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}.tmp"
+        tmp = path.parent / f".{_temporary_stem(path)}{_TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}.tmp"
         try:
             return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), str(tmp)
         except FileExistsError:
@@ -162,17 +170,38 @@ def _create_temporary(path: Path) -> tuple[int, str]:
     raise FileExistsError(f"no free temporary name next to {path}")
 
 
+def _target(path: Path) -> Path:
+    """The file a save to `path` replaces: `path`, or the file a symbolic link there points to
+    (the link is kept). Anything but a regular file or a free name is refused: the save renames
+    its temporary file over the target, which would replace a device or a FIFO with a file."""
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
+    try:
+        mode = os.lstat(target).st_mode
+    except (FileNotFoundError, NotADirectoryError):  # a new file (or a folder that is not one: said later)
+        return target
+    except OSError as e:
+        raise SaveError(f"cannot save weights to {path}: {e.strerror or e}") from None
+    shown = path if target == path else f"{path} (a link to {target})"
+    if stat.S_ISDIR(mode):
+        raise SaveError(f"cannot save weights to {shown}: it is a folder")
+    if stat.S_ISLNK(mode):  # a loop of links
+        raise SaveError(f"cannot save weights to {path}: the symbolic link cannot be followed")
+    if not stat.S_ISREG(mode):
+        raise SaveError(f"cannot save weights to {shown}: it is not a regular file (a device, FIFO or socket); "
+                        "remove it or choose another path")
+    return target
+
+
 def check_writable(path: str | Path) -> Path:
     """Check that a weights file can be written at `path` (before hours of training, not after)."""
     path = Path(path)
-    folder = path.parent
-    if path.is_dir():
-        raise SaveError(f"cannot save weights to {path}: it is a folder")
+    target = _target(path)
+    folder = target.parent
     if not folder.is_dir():
         what = "is not a folder" if folder.exists() else "does not exist"
         raise SaveError(f"cannot save weights to {path}: {folder} {what}")
     try:  # the permissions say too little (root, read-only mounts, ACLs): try it
-        fd, probe = _create_temporary(path)
+        fd, probe = _create_temporary(target)
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
@@ -190,9 +219,10 @@ def save(tensors: dict[str, np.ndarray], path: str | Path) -> None:
         if np.asarray(array).dtype.kind in "fc" and not np.isfinite(array).all():
             raise CnncError(f"cannot save weights to {path}: parameter '{name}' holds NaN or infinity")
     path = check_writable(path)
-    remove_stale_temporaries(path.parent)
+    target = _target(path)
+    remove_stale_temporaries(target.parent)
     try:
-        fd, tmp = _create_temporary(path)
+        fd, tmp = _create_temporary(target)
     except OSError as e:
         raise SaveError(f"cannot save weights to {path}: {e.strerror or e}") from None
     try:
@@ -200,7 +230,11 @@ def save(tensors: dict[str, np.ndarray], path: str | Path) -> None:
             np.savez(f, **tensors)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        _target(path)  # once more: the path may have become a device or FIFO while the file was written
+        os.replace(tmp, target)
+    except SaveError:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     except OSError as e:
         Path(tmp).unlink(missing_ok=True)
         raise SaveError(f"cannot save weights to {path}: {e.strerror or e}") from None
@@ -231,7 +265,7 @@ def _open_archive(path: Path) -> zipfile.ZipFile:
             raise CnncError(f"{path} holds a single array (.npy); weights files are .npz archives of named "
                             "arrays, as written by `cnnc train` or Model.save")
         return zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, EOFError, ValueError):
+    except (zipfile.BadZipFile, EOFError, ValueError, NotImplementedError, RuntimeError):
         what = "is empty" if start == b"" else "is not an .npz archive (or is truncated)"
         raise CnncError(f"{path} is not a readable weights file: it {what}") from None
     except OSError as e:
@@ -268,9 +302,30 @@ def _member_names(path: Path, archive: zipfile.ZipFile) -> dict[str, zipfile.Zip
     return members
 
 
+def _open_member(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str):
+    """A member's stream; encrypted members and compression methods zipfile lacks are refused."""
+    if info.flag_bits & 0x1:
+        raise CnncError(f"{path}: the array '{name}' is encrypted (weights files are plain .npz archives)")
+    try:
+        return archive.open(info)
+    except NotImplementedError:  # zipfile's answer to a compression method it does not know
+        raise CnncError(f"{path}: the array '{name}' is compressed with a method that cannot be read "
+                        f"(zip method {info.compress_type}; .npz archives are stored or deflated)") from None
+    except RuntimeError as e:  # zipfile's answer to encryption flags it did not expect
+        raise CnncError(f"{path}: the array '{name}' cannot be read ({e})") from None
+
+
 def _read_member(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, specs: Mapping | None) -> np.ndarray | None:
-    """One member, checked from its header first; None for a member a strict load skips."""
-    with archive.open(info) as stream:
+    """One member; what zipfile or a decompressor raises on a damaged one becomes a CnncError naming it."""
+    try:
+        return _read_checked(path, archive, info, name, specs)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError, RuntimeError, NotImplementedError) as e:
+        raise CnncError(f"{path} is not a readable weights file (the array '{name}' is damaged: {e})") from None
+
+
+def _read_checked(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, specs: Mapping | None) -> np.ndarray | None:
+    """One member, checked from its header first."""
+    with _open_member(path, archive, info, name) as stream:
         shape, fortran, dtype = _read_header(path, stream, name)
         if specs is not None and name in specs:
             if tuple(shape) != tuple(specs[name].shape):
@@ -296,11 +351,8 @@ def load(path: str | Path, specs: Mapping | None = None) -> dict[str, np.ndarray
         if specs is not None and (problem := name_problems(specs, members)):
             raise CnncError(problem)
         out = {}
-        try:
-            for name, info in members.items():
-                if specs is not None and name not in specs:
-                    continue  # PyTorch's num_batches_tracked: allowed, never used
-                out[name] = _read_member(path, archive, info, name, specs)
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError) as e:
-            raise CnncError(f"{path} is not a readable weights file (damaged: {e})") from None
+        for name, info in members.items():
+            if specs is not None and name not in specs:
+                continue  # PyTorch's num_batches_tracked: allowed, never used
+            out[name] = _read_member(path, archive, info, name, specs)
         return out

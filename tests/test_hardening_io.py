@@ -119,6 +119,28 @@ def test_load_params_wants_a_mapping_of_names(net):
         net.load_params({0: np.zeros(3)})
 
 
+def test_tensors_and_values_numpy_cannot_hold_name_the_parameter(net):
+    torch = pytest.importorskip("torch")
+    before = state(net)
+    odd = {
+        "float8": {k: torch.tensor(v).to(torch.float8_e4m3fn) for k, v in before.items()},
+        "sparse": {k: torch.tensor(v).to_sparse() for k, v in before.items()},
+        "meta": {k: torch.empty(v.shape, device="meta") for k, v in before.items()},
+        "ragged": {**before, "fc1.weight": [[1.0], [1.0, 2.0]]},
+    }
+    for mapping in odd.values():
+        with pytest.raises(CnncError, match=r"parameter '\S+' cannot be read as an array"):
+            net.load_params(mapping)
+        assert_unchanged(net, before)
+
+
+@pytest.mark.parametrize("path", ["a\0b.npz", 3, None, b"w.npz"])
+def test_save_and_load_want_a_path(net, path):
+    for method, doing in ((net.save, "save"), (net.load, "load")):
+        with pytest.raises(CnncError, match=f"cannot {doing} weights: (expected a path|the path .* holds a NUL byte)"):
+            method(path)
+
+
 # -- weights files --------------------------------------------------------------------------------
 
 

@@ -39,13 +39,25 @@ class SaveError(CnncError, OSError):
 # -- assigning arrays to a model ---------------------------------------------------------
 
 
-def _as_array(value: Any) -> np.ndarray:
-    if hasattr(value, "detach"):  # a torch tensor
-        value = value.detach().cpu()
-        if str(value.dtype) == "torch.bfloat16":  # NumPy has no bfloat16; float32 holds it exactly
-            value = value.float()
-        value = value.numpy()
-    return np.asarray(value)
+def _as_array(name: str, value: Any) -> np.ndarray:
+    try:
+        if hasattr(value, "detach"):  # a torch tensor
+            value = value.detach().cpu()
+            if str(value.dtype) == "torch.bfloat16":  # NumPy has no bfloat16; float32 holds it exactly
+                value = value.float()
+            value = value.numpy()
+        return np.asarray(value)
+    except (TypeError, ValueError, RuntimeError, NotImplementedError) as e:  # float8, sparse, meta, ragged lists
+        raise CnncError(f"parameter '{name}' cannot be read as an array: {str(e).splitlines()[0]}") from None
+
+
+def _path(path: Any, doing: str) -> Path:
+    """A weights path as a Path: a string or path-like without NUL bytes, else a CnncError."""
+    if not isinstance(path, (str, os.PathLike)) or isinstance(path, bytes):
+        raise CnncError(f"cannot {doing} weights: expected a path (a string or a pathlib.Path), got {path!r}")
+    if "\0" in os.fspath(path):
+        raise CnncError(f"cannot {doing} weights: the path {os.fspath(path)!r} holds a NUL byte")
+    return Path(path)
 
 
 def _as_mapping(mapping: Any) -> Mapping:
@@ -112,7 +124,7 @@ def assign(model, mapping: Mapping[str, Any], strict: bool = True) -> None:
             targets[name] = model.params[name] if specs[name].kind == "param" else model.buffers[name]
     arrays = {}
     for name, target in targets.items():
-        array = _as_array(items[name])
+        array = _as_array(name, items[name])
         if tuple(array.shape) != specs[name].shape:
             raise CnncError(f"parameter '{name}' has shape {list(array.shape)} in the weights; the network expects {list(specs[name].shape)}")
         check_dtype(name, array.dtype)
@@ -194,7 +206,7 @@ def _target(path: Path) -> Path:
 
 def check_writable(path: str | Path) -> Path:
     """Check that a weights file can be written at `path` (before hours of training, not after)."""
-    path = Path(path)
+    path = _path(path, "save")
     target = _target(path)
     folder = target.parent
     if not folder.is_dir():
@@ -345,7 +357,7 @@ def _read_checked(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo, n
 def load(path: str | Path, specs: Mapping | None = None) -> dict[str, np.ndarray]:
     """Read a weights file. Given the network's parameter specs, every name, shape and dtype
     is checked against them from the headers alone, before any array is read."""
-    path = Path(path)
+    path = _path(path, "load")
     with _open_archive(path) as archive:
         members = _member_names(path, archive)
         if specs is not None and (problem := name_problems(specs, members)):

@@ -53,7 +53,7 @@ def _on_device(array) -> bool:
 
 
 # A finite-values check over a whole arena, in parallel: the trainer runs it on the gradients
-# before an update and on the parameters after it (about 1 ms for ResNet-18's 11M parameters).
+# before an update and on the parameters after it (1.1 ms for ResNet-18's 11M parameters, NumPy 3.7 ms).
 FINITE_SOURCE = """
 @njit(parallel=True, cache=True)
 def count_nonfinite(a):
@@ -67,6 +67,8 @@ def count_nonfinite(a):
 
 def all_finite(arena: np.ndarray) -> bool:
     """Whether every value of a flat host arena is finite."""
+    if arena.size < 2**20:  # NumPy's single-threaded pass beats starting the threads (7 us for LeNet)
+        return bool(np.isfinite(arena).all())
     from ..backend.cpu.kernel import CpuKernel, load
 
     return load(CpuKernel(FINITE_SOURCE, "count_nonfinite"))(arena) == 0

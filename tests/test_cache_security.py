@@ -1,10 +1,16 @@
-"""The kernel cache: private whatever the umask, refused when others could write it, repaired when damaged."""
+"""The kernel cache: private whatever the umask, refused when others could write it, repaired when damaged,
+and confined to a folder of cnnc's own."""
 
 import errno
+import json
 import os
 import pickle
+import pickletools
 import shutil
 import stat
+import subprocess
+import sys
+import time
 import warnings
 
 import numpy as np
@@ -43,6 +49,11 @@ def use(monkeypatch, folder):
     return folder
 
 
+def own(folder):
+    """Where cnnc keeps kernels when CNNC_CACHE_DIR is `folder`."""
+    return folder / cache.OWN_FOLDER
+
+
 def run_add_one():
     """Load the kernel as a new process would, check its result; its Numba dispatcher."""
     kernel._modules.clear()
@@ -79,7 +90,7 @@ def pycache_files(folder):
 
 @pytest.fixture(scope="module")
 def populated(tmp_path_factory):
-    """A cache folder that holds the compiled kernel (compiled once for the whole module)."""
+    """A CNNC_CACHE_DIR that holds the compiled kernel (compiled once for the whole module)."""
     folder = tmp_path_factory.mktemp("populated") / "kernels"
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(cache, "_usable", {})
@@ -91,10 +102,10 @@ def populated(tmp_path_factory):
 
 @pytest.fixture
 def copy_of(populated, tmp_path, fresh):
-    """A private copy of the populated cache, in use."""
+    """A private copy of the populated cache, in use: its kernel folder."""
     folder = tmp_path / "kernels"
     shutil.copytree(populated, folder, symlinks=True)
-    return use(fresh, folder)
+    return own(use(fresh, folder))
 
 
 # -- permissions -------------------------------------------------------------
@@ -222,6 +233,8 @@ DAMAGE = {
     "garbage data": lambda f: _garbage(f, "__pycache__/*.nbc"),
     "folder for index": lambda f: _folder_instead(f, "__pycache__/*.nbi"),
     "folder for data": lambda f: _folder_instead(f, "__pycache__/*.nbc"),
+    "index without its hash": lambda f: [p.unlink() for p in _files(f, "__pycache__/*.nbi.sha256")],
+    "data with a wrong hash": lambda f: [p.write_text("0" * 64) for p in _files(f, "__pycache__/*.nbc.sha256")],
     "non-UTF-8 kernel file": lambda f: [p.write_bytes(p.read_bytes() + b"\xff\xfe") for p in _files(f, "k_*.py")],
     "folder for kernel file": lambda f: _folder_instead(f, "k_*.py"),
     "file for numba folder": lambda f: (shutil.rmtree(f / "__pycache__"), (f / "__pycache__").write_text("x")),
@@ -237,7 +250,7 @@ def test_a_damaged_entry_is_rebuilt_and_the_next_run_loads_it(copy_of, damage):
 
 
 def test_an_empty_read_only_filesystem_falls_back(tmp_path, fresh):
-    folder = use(fresh, tmp_path / "kernels")
+    folder = own(use(fresh, tmp_path / "kernels"))
     real_write = cache.write_kernel
 
     def read_only(path, data):
@@ -275,8 +288,120 @@ def test_a_model_runs_correctly_on_a_damaged_cache(tmp_path, fresh):
     program = "network tiny {\n input x: [6]\n dense(4) -> relu -> dense(3)\n}\n"
     x = np.random.default_rng(0).random((2, 6), dtype=np.float32)
     expected = cnnc.compile(program, seed=1)(x)
-    for path in (tmp_path / "kernels" / "__pycache__").iterdir():
+    for path in (own(tmp_path / "kernels") / "__pycache__").iterdir():
         path.write_bytes(b"garbage")
     kernel._modules.clear()
     got = quietly(lambda: cnnc.compile(program, seed=1)(x))
     np.testing.assert_array_equal(got, expected)
+
+
+def test_saved_numba_files_have_their_hash_recorded(copy_of):
+    for path in _files(copy_of, "__pycache__/*.nb[ic]"):
+        cache.check_recorded(path)  # raises Damaged otherwise
+        assert stat.S_IMODE(os.lstat(f"{path}.sha256").st_mode) == 0o600
+
+
+# -- altered machine code, in a process of its own: undetected, it crashes ----------
+
+TINY_RUN = r"""
+import json, numpy as np, cnnc
+net = cnnc.compile("network tiny {\n input x: [6]\n dense(4) -> relu -> dense(3)\n}\n", seed=1)
+y = net(np.arange(12, dtype=np.float32).reshape(2, 6) / 12)
+stats = [fn.stats for _, fn, _ in next(iter(net._executors.values())).steps]
+print(json.dumps({"y": y.tolist(), "hits": sum(sum(s.cache_hits.values()) for s in stats)}))
+"""
+
+
+def run_tiny(folder):
+    """Compile and run a tiny model in a new process: its output and how many kernels it loaded from disk."""
+    env = {**os.environ, "CNNC_CACHE_DIR": str(folder)}
+    env.pop("NUMBA_CACHE_DIR", None)
+    done = subprocess.run([sys.executable, "-c", TINY_RUN], env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout)
+
+
+def zero_machine_code(path):
+    """Zero most of the ELF object inside a data file, leaving the pickle around it valid."""
+    data = bytearray(path.read_bytes())
+    start = data.find(b"\x7fELF")
+    assert start >= 0, path
+    data[start + 64 : start + 4096] = bytes(len(data[start + 64 : start + 4096]))
+    list(pickletools.genops(bytes(data)))  # still a well-formed pickle: only the hash tells
+    path.write_bytes(bytes(data))
+    return bytes(data)
+
+
+def test_altered_machine_code_in_a_valid_data_file_is_rebuilt_not_run(tmp_path):
+    first = run_tiny(tmp_path)
+    damaged = {path: zero_machine_code(path) for path in _files(own(tmp_path), "__pycache__/*.nbc")}
+    assert run_tiny(tmp_path)["y"] == first["y"]  # no crash, the right result
+    for path, bad in damaged.items():
+        assert path.read_bytes() != bad  # rebuilt
+        cache.check_recorded(path)  # with a fresh hash
+    again = run_tiny(tmp_path)
+    assert again["y"] == first["y"] and again["hits"] > 0  # and loaded from disk next time
+
+
+# -- the folder CNNC_CACHE_DIR names: cnnc adds one folder and changes nothing else -----
+
+
+def snapshot(root):
+    """Every path under `root` with its kind, owner, mode, time and contents (or link target)."""
+    found = {}
+    for parent, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = os.path.join(parent, name)
+            st = os.lstat(path)
+            if stat.S_ISLNK(st.st_mode):
+                body = os.readlink(path)
+            elif stat.S_ISREG(st.st_mode):
+                with open(path, "rb") as f:
+                    body = f.read()
+            else:
+                body = None
+            found[os.path.relpath(path, root)] = (st.st_uid, st.st_mode, st.st_mtime, body)
+    return found
+
+
+def outside_own(found):
+    return {name: v for name, v in found.items() if name.split(os.sep)[0] != cache.OWN_FOLDER}
+
+
+def users_folder(folder):
+    """A project folder with its own __pycache__: a subfolder, an old temporary file, a link, a loose
+    mode, and files named like cnnc's."""
+    pycache = folder / "__pycache__"
+    (pycache / "sub").mkdir(parents=True)
+    (pycache / "sub" / "keep.txt").write_text("keep")
+    notes = pycache / "notes.tmp"
+    notes.write_text("k")
+    two_hours_ago = time.time() - 2 * 3600
+    os.utime(notes, (two_hours_ago, two_hours_ago))
+    (pycache / "link").symlink_to(notes)
+    (pycache / "shared.txt").write_text("s")
+    os.chmod(pycache / "shared.txt", 0o644)
+    (folder / "k_0123456789abcdef0123.py").write_text("print('mine')\n")
+    (pycache / "k_0123456789abcdef0123.f-1.py311.nbi").write_bytes(b"not numba's")
+    return pycache
+
+
+def test_a_folder_named_keeps_everything_in_it_and_gains_only_cnnc_own(tmp_path, fresh):
+    folder = use(fresh, tmp_path / "proj")
+    users_folder(folder)
+    before = snapshot(folder)
+    quietly()
+    after = snapshot(folder)
+    assert outside_own(after) == before
+    assert sorted(os.listdir(folder)) == sorted(["__pycache__", "k_0123456789abcdef0123.py", cache.OWN_FOLDER])
+    assert loaded_from_disk(quietly())
+
+
+def test_a_file_of_another_user_in_the_folder_named_is_left_alone(tmp_path, fresh):
+    folder = use(fresh, tmp_path / "proj")
+    theirs = users_folder(folder) / "theirs.nbi"
+    theirs.write_text("theirs")
+    give_away(theirs)
+    before = snapshot(folder)
+    quietly()
+    assert outside_own(snapshot(folder)) == before

@@ -5,14 +5,18 @@ write the cache folder can run code as the cnnc user. cnnc therefore keeps
 compiled kernels only in a folder that it owns and nobody else can write
 (folders 0700, files 0600, whatever the umask), and falls back to a private
 temporary folder, with a warning, when the configured one is unsafe or
-unusable. A damaged entry (a kernel file or Numba file that is unreadable,
-garbage, or a folder) is removed and rebuilt; it never stops a run.
+unusable. The kernels go in a folder that cnnc creates itself (cnnc-kernels
+inside $CNNC_CACHE_DIR), so nothing else in a folder the user names is ever
+changed. A damaged entry (a kernel file or Numba file that is unreadable,
+garbage, a folder, or whose bytes differ from those cnnc saved) is removed and
+rebuilt; it never stops a run.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import hashlib
 import os
 import shutil
 import stat
@@ -25,6 +29,8 @@ from ...errors import CnncError
 
 POSIX = os.name == "posix"  # elsewhere there are no owners and modes to check
 PYCACHE = "__pycache__"  # where Numba keeps the compiled code of a module
+OWN_FOLDER = "cnnc-kernels"  # cnnc's folder inside $CNNC_CACHE_DIR: the only place it writes there
+HASH_SUFFIX = ".sha256"  # beside each Numba file: the SHA-256 of the bytes cnnc wrote to it
 STALE_SECONDS = 3600  # temporary files this old were left by a killed process
 
 
@@ -36,15 +42,14 @@ class Unusable(Exception):
     """Why a cache folder cannot be used."""
 
 
-def configured() -> tuple[Path, bool]:
-    """The cache folder asked for, read at each call: $CNNC_CACHE_DIR, else ~/.cache/cnnc/kernels.
-
-    The flag says whether it is the default one, whose `cnnc` parent cnnc also owns."""
+def configured() -> Path:
+    """The kernel folder asked for, read at each call: $CNNC_CACHE_DIR/cnnc-kernels, else
+    ~/.cache/cnnc/kernels. Either way a folder of cnnc's own inside one the user must own."""
     explicit = os.environ.get("CNNC_CACHE_DIR")
     if explicit:
-        return Path(explicit), False
+        return Path(explicit) / OWN_FOLDER
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "cnnc" / "kernels", True
+    return Path(base) / "cnnc" / "kernels"
 
 
 _usable: dict[Path, Path] = {}  # configured folder -> the folder actually used (callers hold a lock)
@@ -53,10 +58,10 @@ _temporary: Path | None = None
 
 def folder() -> Path:
     """The folder to write kernels to: the configured one once checked, else a temporary one."""
-    path, default = configured()
+    path = configured()
     if path not in _usable:
         try:
-            _usable[path] = prepare(path, owned_parent=default)
+            _usable[path] = prepare(path, owned_parent=True)
         except Unusable as e:
             return fall_back(str(e))
     return _usable[path]
@@ -64,7 +69,7 @@ def folder() -> Path:
 
 def fall_back(reason: str) -> Path:
     """Use a private temporary folder instead of the configured one from now on, and say why, once."""
-    path, _ = configured()
+    path = configured()
     if _temporary is not None and _usable.get(path) == _temporary:
         raise CnncError(f"cannot cache kernels in the temporary folder {_temporary}: {reason}")
     warnings.warn(
@@ -97,8 +102,11 @@ def temporary() -> Path:
 def prepare(path: Path, owned_parent: bool) -> Path:
     """Create `path` (each missing folder 0700), check that it is private, and tidy its Numba folder.
 
-    Raises Unusable. With `owned_parent`, the parent must be private too (~/.cache/cnnc)."""
+    Raises Unusable. With `owned_parent`, the parent must be private too ($CNNC_CACHE_DIR, ~/.cache/cnnc)."""
     path = Path(os.path.abspath(path))
+    if owned_parent:
+        _make_folders(path.parent)
+        _check_private(path.parent)  # before adding anything to it
     _make_folders(path)
     try:
         real = path.resolve(strict=True)
@@ -248,10 +256,15 @@ def _holds(path: Path, data: bytes) -> bool:
 # of that release compile without the disk cache rather than use an unchecked one.
 
 
+class Damaged(Exception):
+    """A Numba file whose bytes are not those cnnc saved (or whose hash was never recorded)."""
+
+
 def guard_numba(module, pycache: Path) -> None:
-    """Make each cached Numba function of `module` write private files, rebuild a damaged cache
-    entry instead of failing, and never use a cache outside `pycache` (NUMBA_CACHE_DIR, Numba's
-    user-wide folder), which cnnc has not checked."""
+    """Make each cached Numba function of `module` write private files with a recorded hash,
+    load only files that match it, rebuild a damaged cache entry instead of failing, and never
+    use a cache outside `pycache` (NUMBA_CACHE_DIR, Numba's user-wide folder), which cnnc has
+    not checked."""
     for value in list(vars(module).values()):
         cache = getattr(value, "_cache", None)
         if getattr(cache, "_cache_file", None) is None:
@@ -266,9 +279,8 @@ def guard_numba(module, pycache: Path) -> None:
 
 def _hookable(cache) -> bool:
     methods = ("_cache_path", "load_overload", "save_overload", "disable")
-    return all(hasattr(cache, m) for m in methods) and all(
-        hasattr(cache._cache_file, m) for m in ("_open_for_write", "_index_path")
-    )
+    file_methods = ("_open_for_write", "_index_path", "_load_index", "_load_data", "_data_path")
+    return all(hasattr(cache, m) for m in methods) and all(hasattr(cache._cache_file, m) for m in file_methods)
 
 
 def _disable(dispatcher) -> None:
@@ -278,13 +290,13 @@ def _disable(dispatcher) -> None:
 
 
 def _hook(cache) -> None:
+    _hook_files(cache._cache_file)
     load, save = cache.load_overload, cache.save_overload
-    cache._cache_file._open_for_write = open_private
 
     def load_overload(sig, target_context):
         try:
             return load(sig, target_context)
-        except Exception:  # an empty, garbage or unreadable index or data file: compile afresh
+        except Exception:  # an empty, garbage, unreadable or altered index or data file: compile afresh
             _discard(cache)
             return None
 
@@ -299,8 +311,68 @@ def _hook(cache) -> None:
     cache.load_overload, cache.save_overload = load_overload, save_overload
 
 
+def _hook_files(files) -> None:
+    """Every index and data file Numba writes gets its hash recorded; none is read unless it matches.
+
+    Machine code in a data file that is still a valid pickle but altered (a bad disk, a bad copy)
+    would otherwise be run as it is and crash the process, on every run until removed."""
+    load_index, load_data = files._load_index, files._load_data
+
+    def checked_load_index():
+        check_recorded(files._index_path)
+        return load_index()
+
+    def checked_load_data(name):
+        check_recorded(files._data_path(name))
+        return load_data(name)
+
+    files._open_for_write = open_recorded
+    files._load_index, files._load_data = checked_load_index, checked_load_data
+
+
+class _Hashing:
+    """A file being written that also hashes what goes into it."""
+
+    def __init__(self, f, digest):
+        self._f, self._digest = f, digest
+
+    def write(self, data) -> int:
+        self._digest.update(data)
+        return self._f.write(data)
+
+
+@contextlib.contextmanager
+def open_recorded(path: str | os.PathLike):
+    """Write `path` like open_private, then record the SHA-256 of its bytes in `path`.sha256."""
+    digest = hashlib.sha256()
+    with open_private(path) as f:
+        yield _Hashing(f, digest)
+    with open_private(os.fspath(path) + HASH_SUFFIX) as f:
+        f.write(digest.hexdigest().encode())
+
+
+def check_recorded(path: str | os.PathLike) -> None:
+    """Raise Damaged unless `path` holds the bytes whose hash open_recorded wrote beside it.
+
+    A missing file passes: Numba reads that as no entry. Files in the private folder are only
+    ever replaced whole by a rename, so what Numba then reads is what was checked or a complete
+    newer save."""
+    try:
+        with open(path, "rb") as f:
+            actual = hashlib.file_digest(f, "sha256").hexdigest().encode()
+    except FileNotFoundError:
+        return
+    try:
+        with open(os.fspath(path) + HASH_SUFFIX, "rb") as f:
+            recorded = f.read(len(actual) + 1)
+    except OSError:
+        raise Damaged(f"no hash recorded for {path}") from None
+    if recorded != actual:
+        raise Damaged(f"{path} differs from what was saved")
+
+
 def _discard(cache) -> None:
-    """Remove one function's index, data and marker files."""
+    """Remove one function's index, data, hash and marker files."""
     index = Path(cache._cache_file._index_path)
     prefix = index.name[: -len(".nbi")] + "."
     with contextlib.suppress(OSError):

@@ -120,8 +120,8 @@ class CpuKernel:
 
 
 def cache_dir() -> Path:
-    """The configured cache folder: $CNNC_CACHE_DIR, else the user cache folder (~/.cache/cnnc/kernels)."""
-    return cache.configured()[0]
+    """The configured kernel folder: $CNNC_CACHE_DIR/cnnc-kernels, else ~/.cache/cnnc/kernels."""
+    return cache.configured()
 
 
 def module_source(source: str) -> str:
@@ -164,8 +164,8 @@ def _write(folder: Path, digest: str, text: str) -> Path:
 
 
 def _import(path: Path, digest: str, text: str):
-    # The code run is `text` itself, never bytes read back from the folder; Numba only needs
-    # the file to exist, for its cache index.
+    # The Python run is `text` itself, never the file read back; Numba only needs the file to
+    # exist, for its cache index. Its machine code is loaded only if its recorded hash matches.
     name = f"cnnc_kernels.k_{digest}"
     module = types.ModuleType(name)
     module.__file__ = str(path)

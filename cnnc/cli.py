@@ -25,17 +25,24 @@ def parse_setting(text: str) -> tuple[str, Any]:
     lowered = {"true": True, "false": False, "none": None}
     if raw in lowered:
         return name, lowered[raw]
-    if raw.lstrip("+-").isdigit() and len(raw.lstrip("+-0")) > 19:  # more digits than 2^62 has
-        raise CnncError(f"--set {name}: {shown} is too large (integers are limited to 2^62)")
-    for convert in (int, float):
+
+    def integer(digits: str) -> int:
+        if len(digits.lstrip("+-0")) > 19:  # more digits than 2^62 has (int() of thousands is refused)
+            raise CnncError(f"--set {name}: {digits if len(digits) <= 24 else digits[:20] + '...'} is too large (integers are limited to 2^62)")
+        return int(digits)
+
+    # Numbers in ASCII digits only, as in a program (int() and float() read any script's digits).
+    if raw.isascii() and raw.lstrip("+-").isdigit():
+        return name, integer(raw)
+    if raw.isascii():
         try:
-            return name, convert(raw)
+            return name, float(raw)
         except ValueError:
             pass
     if raw.startswith("[") or raw.startswith('"'):
         # Further limits (sizes, depth) are checked when the network is built, as for values from Python.
         try:
-            return name, json.loads(raw)
+            return name, json.loads(raw, parse_int=integer)
         except RecursionError:  # json recurses once per nested list
             raise CnncError(f"--set {name}: the value {shown} is nested too deeply") from None
         except ValueError:

@@ -45,8 +45,8 @@ class CnncError(Exception):
     def __str__(self) -> str:
         message = shorten(self.message)
         if self.loc is None:
-            return message
-        text = f"{self.loc}: {message}"
+            return escape(message)
+        text = escape(f"{self.loc}: {message}")
         if self.loc.source_line:
             line, caret = quote_line(self.loc.source_line, self.loc.column)
             text += f"\n    {line}\n    {' ' * caret}^"
@@ -63,6 +63,17 @@ def shorten(message: str) -> str:
         return message
     tail = MESSAGE_WIDTH // 5
     return f"{message[: MESSAGE_WIDTH - tail]} ... {message[-tail:]}"
+
+
+def escape(text: str) -> str:
+    """The text with characters a terminal would act on (escape codes, bells) written as escapes, e.g. \\x1b.
+
+    Programs and file names reach messages, so they could otherwise drive the
+    terminal; the line breaks of a multi-line message are kept.
+    """
+    if text.isprintable():  # the usual case, checked at C speed
+        return text
+    return "".join(c if c.isprintable() or c == "\n" else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def quote_line(source_line: str, column: int) -> tuple[str, int]:

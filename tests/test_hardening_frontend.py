@@ -18,7 +18,7 @@ from cnnc import CnncError
 from cnnc.cli import main, parse_setting
 from cnnc.errors import Loc
 from cnnc.frontend.loader import MAX_SOURCE_BYTES
-from cnnc.frontend.parser import MAX_NESTING
+from cnnc.frontend.parser import MAX_NESTING, MAX_TOKENS
 
 PROGRAM = "network n(c = 4) {\n    input x: [3]\n    dense(c)\n}\n"
 MAX_INT = 2**62
@@ -454,8 +454,9 @@ def test_hyperparameters_within_the_limit_still_work():
     [
         (f"c={MAX_INT + 1}", "is too large (integers are limited to 2^62)"),
         ("c=" + "9" * 10_000, "is too large (integers are limited to 2^62)"),
-        (f"c=[1, {MAX_INT * 4}]", "hyperparameter 'c' of n: 18446744073709551616 is too large"),
-        ("c=[1, " + "1" * 5000 + "]", "cannot read the value"),
+        (f"c=[1, {MAX_INT * 4}]", "--set c: 18446744073709551616 is too large"),
+        (f"c=[1, {MAX_INT + 1}]", "hyperparameter 'c' of n: 4611686018427387905 is too large"),
+        ("c=[1, " + "1" * 5000 + "]", "--set c: 11111111111111111111... is too large"),
         ("c=inf", "inf is not a finite number"),
         ("c=[1e400]", "inf is not a finite number"),
         ("c=[NaN]", "nan is not a finite number"),
@@ -463,7 +464,7 @@ def test_hyperparameters_within_the_limit_still_work():
         ("c=" + "[" * 500 + "]" * 500, f"lists are nested more than {MAX_NESTING} deep"),
         ("c=[" + "1," * 20_000 + "1]", "at most 10,000 elements"),
     ],
-    ids=["2^62+1", "10k-digits", "list-item", "json-digits", "inf", "list-inf", "nan", "deep-json", "deep-list", "long-list"],
+    ids=["2^62+1", "10k-digits", "list-item", "list-item-19-digits", "json-digits", "inf", "list-inf", "nan", "deep-json", "deep-list", "long-list"],
 )
 def test_set_values_are_checked(setting, message, tmp_path, capsys):
     model = tmp_path / "m.cnn"
@@ -477,3 +478,163 @@ def test_parse_setting_never_recurses_out():
     with pytest.raises(CnncError, match="nested too deeply"):
         parse_setting("c=" + "[" * 100_000)
     assert parse_setting(f"c={MAX_INT}") == ("c", MAX_INT)
+
+
+# -- floats converted to integers obey the limit too -------------------------------
+
+
+@pytest.mark.parametrize(
+    "statement, column",
+    [("dense(1e300)", 11), ("dense(4.0 * 2**62 * 2)", 11), ("conv(4, kernel=[1, 1e19])", 13), ("y = int(1e300)\n    dense(y)", 9)],
+    ids=["attribute", "float-result", "pair-item", "int-builtin"],
+)
+def test_integer_valued_floats_above_2_62_are_refused(statement, column):
+    err = load_error(body(statement))
+    assert "is too large (integers are limited to 2^62)" in str(err)
+    assert (err.line, err.column) == (3, column)
+    assert len(str(err)) < 400
+
+
+def test_integer_valued_floats_within_the_limit_still_work():
+    assert dense_units(cnnc.load(body("dense(4.0)"))) == [4]
+    assert dense_units(cnnc.load(body("dense(int(5.5))"))) == [5]
+
+
+@pytest.mark.parametrize("value", [1e300, np.float64(1e300), [1, np.float64(1e300)], 1e19])
+def test_float_hyperparameters_used_as_integers_are_refused(value):
+    text = "network n(c = 4) {\n    input x: [3, 8, 8]\n    conv(4, kernel=c)\n}\n"
+    err = load_error(text, c=value)
+    assert "is too large (integers are limited to 2^62)" in str(err) and (err.line, err.column) == (3, 13)
+
+
+def test_a_float_set_on_the_command_line_is_held_to_the_limit(tmp_path, capsys):
+    model = tmp_path / "m.cnn"
+    model.write_text(PROGRAM)
+    err = check_fails(["check", str(model), "--set", "c=1e19"], capsys)
+    assert "m.cnn:3:11: dense: " in err and "is too large (integers are limited to 2^62)" in err
+
+
+# -- control characters never reach the terminal ------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        body('conv(4, kernel=3, pad="\x1b]0;pwned\x07\x1b[2J")'),
+        'import "\x1b[2J\x1b[32mall good.cnn"\n' + PROGRAM,
+        body("dense(\u202ek)"),
+    ],
+    ids=["string-value", "import-name", "bidi-override"],
+)
+def test_control_characters_in_messages_are_escaped(text):
+    message = str(load_error(text))
+    assert all(c.isprintable() or c == "\n" for c in message)
+    assert "\\x1b" in message or "\\u202e" in message
+
+
+def test_escaping_keeps_the_lines_of_a_message():
+    message = str(CnncError("first\x1b[2J\nsecond\x07", Loc("a\x1b.cnn", 1, 1)))
+    assert message == "a\\x1b.cnn:1:1: first\\x1b[2J\nsecond\\x07"
+
+
+def test_control_characters_from_the_command_line_are_escaped(tmp_path, capsys):
+    model = tmp_path / "m.cnn"
+    model.write_text(PROGRAM)
+    err = check_fails(["check", str(model), "--set", "c=\x1b[2J"], capsys)
+    assert "\x1b" not in err and '"\\x1b[2J"' in err
+    err = check_fails(["check", str(tmp_path / "\x1b[2J.cnn")], capsys)
+    assert "\x1b" not in err and "no such file" in err
+
+
+# -- the cost of a program, not its length, is what is limited --------------------
+
+
+@pytest.mark.parametrize("statement", ["z = max(xs) + len(xs) + min(xs)", "z = xs == xs", "if [xs] != [xs] { relu }"])
+def test_list_operations_cost_a_step_per_element(statement):
+    xs = "[" + ",".join(["1"] * 9999) + "]"
+    text = f"network n(xs = {xs}) {{\n    input x: [1, 8, 8]\n    repeat 10000 {{ repeat 10000 {{ {statement} }} }}\n}}\n"
+    with pytest.raises(CnncError) as info:
+        finishes(lambda: cnnc.load(text), seconds=10)
+    assert "steps to build" in str(info.value) and info.value.line == 3
+
+
+def test_a_list_from_python_costs_its_size_too():
+    text = "network n(xs = [1]) {\n    input x: [1]\n    repeat 10000 { repeat 10000 { z = max(xs) } }\n}\n"
+    with pytest.raises(CnncError, match="steps to build"):
+        finishes(lambda: cnnc.load(text, xs=list(range(9999))), seconds=10)
+
+
+@pytest.mark.parametrize(
+    "statement",
+    ["y = min(" + ",".join(["4"] * 1_000_000) + ")", "y = " + "+".join(["1"] * 1_000_000)],
+    ids=["many-arguments", "flat-sum"],
+)
+def test_programs_of_too_many_tokens_are_refused_before_parsing(statement):
+    start = time.perf_counter()
+    err = load_error(body(statement))
+    assert time.perf_counter() - start < 3
+    assert f"more than {MAX_TOKENS:,} tokens" in str(err) and err.line == 3
+    assert len(str(err)) < 400
+
+
+def test_the_token_limit_admits_a_chain_of_100000_layers():
+    from cnnc.frontend.parser import check_size
+
+    chain = "network n {\n    input x: [4]\n" + "".join("    relu -> " * 100 + "relu\n" for _ in range(1000)) + "}\n"
+    check_size(chain, None)  # counting alone: building it is tests/test_scaling.py's business
+
+
+# -- imports ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", ["a" * 300, ".".join(["a"] * 5000)], ids=["long-name", "many-parts"])
+def test_an_import_of_an_impossible_name_is_a_located_error(target, tmp_path):
+    main_file = tmp_path / "main.cnn"
+    main_file.write_text(f"import {target}\n" + PROGRAM)
+    err = load_error(main_file)
+    assert f"cannot import '{target[:20]}" in str(err) and (err.line, err.column) == (1, 1)
+    assert len(str(err)) < 400
+
+
+def test_imports_nest_at_most_100_deep(tmp_path):
+    from cnnc.frontend.loader import MAX_IMPORT_DEPTH
+
+    def write_chain(n):
+        for k in range(n):
+            following = f"import m{k + 1}\n" if k + 1 < n else ""
+            (tmp_path / f"m{k}.cnn").write_text(following + f"block b{k} {{ relu }}\n")
+        (tmp_path / "main.cnn").write_text("import m0\n" + PROGRAM)
+
+    write_chain(MAX_IMPORT_DEPTH - 1)
+    assert cnnc.load(tmp_path / "main.cnn").name == "n"
+    write_chain(1200)
+    err = load_error(tmp_path / "main.cnn")
+    assert f"imports nest more than {MAX_IMPORT_DEPTH} deep" in str(err) and err.line == 1
+
+
+# -- smaller matters -------------------------------------------------------------
+
+
+def test_op_calls_take_positional_arguments_before_keywords():
+    err = load_error(body("maxpool(stride=1, 2)"))
+    assert "positional arguments come before keyword arguments" in str(err) and (err.line, err.column) == (3, 23)
+
+
+@pytest.mark.parametrize("digits", ["\uff11", "\u0661\u0662"], ids=["fullwidth", "arabic-indic"])
+def test_numbers_are_written_in_ascii_digits(digits, tmp_path, capsys):
+    err = load_error(body(f"dense({digits})"))
+    assert "unexpected character" in str(err) and (err.line, err.column) == (3, 11)
+    assert parse_setting(f"c={digits}") == ("c", digits)  # a string, not a number
+    model = tmp_path / "m.cnn"
+    model.write_text(PROGRAM)
+    assert "expected an integer" in check_fails(["check", str(model), "--set", f"c={digits}"], capsys)
+
+
+def test_odd_names_on_the_command_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert "the file name is empty" in check_fails(["check", ""], capsys)
+    assert "no such file: models/a{b}.cnn" in check_fails(["check", "models/a{b}.cnn"], capsys)
+
+
+def test_the_network_is_named_by_a_string():
+    assert "network must be the name of a network, got int" in str(load_error(PROGRAM, network=5))

@@ -20,14 +20,16 @@ __all__ = ["load", "load_module", "parse", "build"]
 
 
 def _is_program_text(source: str) -> bool:
-    """A string is a program when it has a line break or a brace and names no existing file."""
-    if "\n" not in source and "{" not in source:
+    """A string is a program when it has a line break, or a brace and names no .cnn file (existing or not)."""
+    if "\n" not in source and ("{" not in source or source.endswith(".cnn")):
         return False
     return not os.path.lexists(source)  # an existing `a{b}.cnn` is a file (lexists: even a broken link)
 
 
 def resolve_path(source: str | Path) -> Path:
     """A path as given, or else a library model's name: `resnet18` is lib/resnet18.cnn."""
+    if source == "":
+        raise CnncError("the file name is empty")
     path = Path(source)
     try:
         exists = path.exists()
@@ -106,6 +108,8 @@ def load(source: str | Path, network: str | None = None, **hyperparameters: Any)
             raise CnncError(f"{module.path} defines no network")
         definition = networks[-1]
     else:
+        if not isinstance(network, str):
+            raise CnncError(f"network must be the name of a network, got {type(network).__name__}")
         definition = module.visible.get(network)
         if definition is None or definition.kind != "network":
             names = [d.name for d in module.visible.values() if d.kind == "network"]

@@ -137,6 +137,8 @@ def _show(value: Any) -> str:
 def _builtin_int(x: Any) -> int:
     if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
         raise TypeError(f"int() needs a finite number, got {_show(x)}")
+    if abs(x) > MAX_INT:  # int(1e300) would be a 301-digit integer
+        raise ValueError(f"int(): {x} is too large (integers are limited to 2^62)")
     return int(x)
 
 
@@ -342,6 +344,9 @@ class Builder:
         keyword_args: dict[str, ast.Arg] = {}
         for arg in args:
             value = self._eval(arg.value, frame)
+            self._tick(arg.loc, self._size(value))  # the op reads every element of a list
+            if arg.name is None and keywords:
+                raise CnncError("positional arguments come before keyword arguments", arg.loc)
             if arg.name is not None:
                 if isinstance(value, Value):
                     raise CnncError(f"{op.name}: tensor inputs are passed by position, not as '{arg.name}='", arg.loc)
@@ -497,8 +502,8 @@ class Builder:
             frame.scope = outer
 
     # -- expressions --------------------------------------------------------
-    def _tick(self, loc: Loc) -> None:
-        self.steps += 1
+    def _tick(self, loc: Loc, cost: int = 1) -> None:
+        self.steps += cost
         self.where = loc
         if self.steps > MAX_STEPS:
             raise CnncError(f"the program takes more than {MAX_STEPS:,} steps to build", loc)
@@ -543,11 +548,25 @@ class Builder:
         Lists share their elements, so `a = [a, a]` repeated would otherwise
         describe 2**n values in n steps; sizes are remembered per list object.
         """
-        size = len(items) + sum(self._list_sizes.get(id(i), (i, len(i)))[1] for i in items if isinstance(i, list))
+        size = len(items) + sum(self._size(i) for i in items)
         if size > MAX_LIST:
             raise CnncError(f"a list may hold at most {MAX_LIST:,} elements, nested lists included", loc)
         self._list_sizes[id(items)] = (items, size)  # the list is kept alive, so its id stays its own
         return items
+
+    def _size(self, value: Any) -> int:
+        """The elements of a list, nested lists included (0 for anything else): what reading it all costs.
+
+        Operations that read every element (min, max, ==, an op's list argument)
+        cost that many steps, so that the step limit bounds the time they take.
+        """
+        if not isinstance(value, list):
+            return 0
+        known = self._list_sizes.get(id(value))
+        if known is None:  # a list from a hyperparameter or an attribute, measured once
+            known = (value, len(value) + sum(self._size(i) for i in value))
+            self._list_sizes[id(value)] = known
+        return known[1]
 
     def _call(self, expr: ast.Call, frame: Frame) -> Any:
         if expr.func in REGISTRY or expr.func in frame.module.visible:
@@ -556,6 +575,7 @@ class Builder:
             if any(a.name for a in expr.args):
                 raise CnncError(f"{expr.func}() takes no keyword arguments", expr.loc)
             args = [self._eval(a.value, frame) for a in expr.args]
+            self._tick(expr.loc, sum(self._size(a) for a in args))
             try:
                 return BUILTINS[expr.func](*args)
             except (TypeError, ValueError, OverflowError) as e:
@@ -593,6 +613,7 @@ class Builder:
         if isinstance(left, Value) or isinstance(right, Value):
             return self._tensor_binop(expr, frame, left, right)
         if op in ("==", "!="):
+            self._tick(expr.loc, self._size(left) + self._size(right))
             equal = left == right and type(left) is type(right) or (_is_num(left) and _is_num(right) and left == right)
             return equal if op == "==" else not equal
         if op in ("<", "<=", ">", ">="):

@@ -31,6 +31,7 @@ def search_path(base: Path) -> list[Path]:
 
 
 MAX_SOURCE_BYTES = 4 * 1024 * 1024  # the largest .cnn file read (100,000 layers fit in about 1 MB)
+MAX_IMPORT_DEPTH = 100  # files importing files: loading recurses once per level
 
 # What a path names when it is not a regular file, for messages.
 FILE_KINDS = [
@@ -46,6 +47,11 @@ def shown(path: Path) -> str:
     """A path for a message, cut when it is absurdly long."""
     name = str(path)
     return name if len(name) <= 200 else name[:197] + "..."
+
+
+def short(name: str, width: int = 80) -> str:
+    """A name for a message, cut when it is long (an import may name thousands of parts)."""
+    return name if len(name) <= width else name[: width - 3] + "..."
 
 
 def _os_error(path: Path, e: OSError, loc: Loc | None) -> CnncError:
@@ -123,6 +129,8 @@ class Loader:
             names = " -> ".join(Path(p).name for p in cycle)
             raise CnncError(f"import cycle: {names}", loc)
         if key not in self._modules:
+            if len(self._loading) >= MAX_IMPORT_DEPTH:
+                raise CnncError(f"imports nest more than {MAX_IMPORT_DEPTH} deep (files importing files)", loc)
             text = read_source(path, loc)
             tree = parse(text, str(path), quote=quotable(path) and quotable(Path(key)))
             self._modules[key] = self._load(tree, path.parent, key)
@@ -153,15 +161,22 @@ class Loader:
         if item.quoted:
             path = Path(item.target)
             if path.suffix != ".cnn":  # nor is any other file read, or quoted in an error
-                raise CnncError(f'only .cnn files can be imported; "{item.target}" is not one', item.loc)
+                raise CnncError(f'only .cnn files can be imported; "{short(item.target)}" is not one', item.loc)
             return path if path.is_absolute() else base / path
         relative = Path(*item.target.split(".")).with_suffix(".cnn")
         places = search_path(base)
         for folder in places:
-            if (folder / relative).is_file():
+            if self._is_file(folder / relative, item):
                 return folder / relative
         where = ", ".join(str(p) for p in places)
-        raise CnncError(f"cannot find '{item.target}' to import ({relative} in {where})", item.loc)
+        raise CnncError(f"cannot find '{short(item.target)}' to import ({short(str(relative))} in {where})", item.loc)
+
+    @staticmethod
+    def _is_file(path: Path, item: ast.Import) -> bool:
+        try:
+            return path.is_file()
+        except OSError as e:  # a name too long for the file system, say
+            raise CnncError(f"cannot import '{short(item.target)}': {e.strerror or e}", item.loc) from None
 
     @staticmethod
     def _define(module: Module, definition: ast.Definition, loc: Loc) -> None:

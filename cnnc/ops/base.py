@@ -72,11 +72,17 @@ def _describe(value: Any) -> str:
     return repr(value)
 
 
+MAX_INT = 2**62  # the front end's limit on integers, held also by values converted from floats
+
+
 def integer(value: Any, minimum: int | None = None) -> int:
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise AttrError(f"expected an integer, got {_describe(value)}")
+    if abs(value) > MAX_INT:
+        digits = str(value)
+        raise AttrError(f"{digits if len(digits) <= 24 else digits[:20] + '...'} is too large (integers are limited to 2^62)")
     if minimum is not None and value < minimum:
         raise AttrError(f"expected an integer >= {minimum}, got {value}")
     return value

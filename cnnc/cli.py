@@ -11,7 +11,7 @@ import time
 import warnings
 from typing import Any, Sequence
 
-from .errors import CnncError
+from .errors import MAX_INT, CnncError
 
 
 def parse_setting(text: str) -> tuple[str, Any]:
@@ -52,7 +52,7 @@ def parse_setting(text: str) -> tuple[str, Any]:
 
 # (least, largest) of each integer option: 2^62 as for --set (larger counts are mistakes that
 # would overflow later arithmetic); a seed is anything NumPy's generators take below 2^63.
-_INT_RANGES = {"batch": (1, 2**62), "epochs": (1, 2**62), "limit_batches": (1, 2**62), "top": (1, 2**62),
+_INT_RANGES = {"batch": (1, MAX_INT), "epochs": (1, MAX_INT), "limit_batches": (1, MAX_INT), "top": (1, MAX_INT),
                "seed": (0, 2**63 - 1)}  # fmt: skip
 
 
@@ -230,11 +230,9 @@ def cmd_run(args) -> int:
     from . import compile
     from .runtime.images import read_input
 
-    from .runtime import weights
-
     net = compile(_load_graph(args), target=args.target, fuse=not args.no_fuse)
     if args.weights:  # checked against this network from the file's headers, before any array is read
-        net.load_params(weights.load(args.weights, net.graph.params), strict=True)
+        net.load(args.weights)
     else:  # allowed (to try a network out), but the classes printed mean nothing
         print("cnnc: warning: no --weights given: the network's weights are random", file=sys.stderr)
     net.eval()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+MAX_INT = 2**62  # the largest integer a program, a hyperparameter, a literal or a size may hold
+
 
 @dataclass(frozen=True)
 class Loc:

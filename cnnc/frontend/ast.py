@@ -5,9 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import Loc
-
-MAX_INT = 2**62  # the largest integer a program, a hyperparameter or a literal may hold
+from ..errors import MAX_INT, Loc  # noqa: F401 (MAX_INT: the language's limit, read as ast.MAX_INT)
 
 
 @dataclass

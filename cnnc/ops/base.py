@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..errors import MAX_INT
 from ..graph import BATCH, ParamSpec, TensorType
 
 
@@ -72,7 +73,6 @@ def _describe(value: Any) -> str:
     return repr(value)
 
 
-MAX_INT = 2**62  # the front end's limit on integers, held also by values converted from floats
 
 
 def integer(value: Any, minimum: int | None = None) -> int:

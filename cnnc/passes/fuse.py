@@ -373,9 +373,8 @@ def fuse(graph: Graph, training: bool) -> Graph:
     """Set `graph.groups` (execution order) and `graph.decisions`; returns the graph."""
     fuser = _Fuser(graph, training)
     groups = fuser.run()
-    kept = _kept(graph)
     for group in groups:
-        group.outputs = materialized(graph, group, kept)
+        group.outputs = materialized(graph, group, fuser.kept)
     graph.groups = groups
     graph.decisions = fuser.decisions
     return graph

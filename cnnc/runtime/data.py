@@ -113,7 +113,7 @@ def digits(size: int = 28) -> Dataset:
 _DEFLATE_RATIO = 1100
 
 
-def _regular_file(path: Path) -> int:
+def regular_file_size(path: Path) -> int:
     """The size of `path`, refusing anything but a regular file (a FIFO would hang, a device never end)."""
     try:
         info = path.stat()
@@ -165,7 +165,7 @@ def read_idx(path: Path, dims: int | None = None) -> np.ndarray:
     The header is checked against the file's size before anything else is read, and a .gz
     file is decompressed no further than the size its header declares.
     """
-    size = _regular_file(path)
+    size = regular_file_size(path)
     compressed = path.suffix.lower() == ".gz"
     try:
         f = gzip.open(path, "rb") if compressed else open(path, "rb")
@@ -271,7 +271,7 @@ def cifar10(folder: str | Path) -> Dataset:
         path = folder / name
         if not path.exists():
             raise CnncError(f"cifar10: {path} not found (expected CIFAR-10's python batches)")
-        _regular_file(path)
+        regular_file_size(path)
         try:
             with open(path, "rb") as f:
                 d = _ArraysOnly(f, encoding="bytes").load()

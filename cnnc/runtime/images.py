@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import stat
 import struct
 import zlib
 from pathlib import Path
@@ -12,7 +11,7 @@ import numpy as np
 from numpy.lib import format as npy_format
 
 from ..errors import CnncError
-from .data import resize
+from .data import regular_file_size, resize
 
 _CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}  # PNG colour type -> samples per pixel
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -69,26 +68,22 @@ def _inflate(compressed: bytes, size: int, path: Path) -> np.ndarray:
     return np.frombuffer(raw, np.uint8)
 
 
-_unfilter_kernel = None
-
-
 def _unfilter(raw: np.ndarray, height: int, stride: int, channels: int, path: Path) -> np.ndarray:
     """Undo PNG's per-row filters. Sub, average and Paeth depend on the pixel to the left, so
-    the rows are decoded serially, in a small compiled loop."""
-    global _unfilter_kernel
-    if _unfilter_kernel is None:
-        from numba import njit
+    the rows are decoded serially, in a small compiled loop (kept in the kernel cache)."""
+    from ..backend.cpu.kernel import CpuKernel, load
 
-        _unfilter_kernel = njit(_unfilter_rows)
     out = np.zeros((height, stride), np.uint8)
-    bad_row = _unfilter_kernel(raw, height, stride, channels, out)
+    bad_row = load(CpuKernel(UNFILTER_SOURCE, "unfilter_rows"))(raw, height, stride, channels, out)
     if bad_row >= 0:
         raise CnncError(f"{path}: unknown PNG filter {raw[bad_row * (stride + 1)]} in row {bad_row}")
     return out
 
 
-def _unfilter_rows(raw, height, stride, channels, out):
-    """Decode into `out`; the index of the first row with an unknown filter, or -1."""
+UNFILTER_SOURCE = """
+@njit(cache=True)
+def unfilter_rows(raw, height, stride, channels, out):
+    # Decode into `out`; the index of the first row with an unknown filter, or -1.
     zero = np.int32(0)
     for y in range(height):
         base = y * (stride + 1)
@@ -113,15 +108,14 @@ def _unfilter_rows(raw, height, stride, channels, out):
                 pred = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
             out[y, i] = (np.int32(raw[base + 1 + i]) + pred) & 255
     return -1
+"""
 
 
 def _read_file(path: Path) -> bytes:
+    size = regular_file_size(path)
+    if size > MAX_FILE_BYTES:
+        raise CnncError(f"{path} is {size:,} bytes, larger than any image read ({MAX_FILE_BYTES:,})")
     try:
-        info = path.stat()
-        if not stat.S_ISREG(info.st_mode):
-            raise CnncError(f"{path} is not a regular file")
-        if info.st_size > MAX_FILE_BYTES:
-            raise CnncError(f"{path} is {info.st_size:,} bytes, larger than any image read ({MAX_FILE_BYTES:,})")
         return path.read_bytes()
     except OSError as e:
         raise CnncError(f"cannot read {path}: {e.strerror or e}") from None
@@ -141,9 +135,7 @@ def read_png(path: Path) -> np.ndarray:
 
 def read_npy(path: Path) -> np.ndarray:
     """A .npy array, its header checked against the file's size before the data is read."""
-    if not path.is_file():  # a FIFO would hang, a device never end
-        raise CnncError(f"{path} is not a regular file")
-    size = path.stat().st_size
+    size = regular_file_size(path)
     try:
         with open(path, "rb") as f:
             version = npy_format.read_magic(f)

@@ -82,11 +82,12 @@ def _checked_step(trainer, x, y, epoch: int, step: int) -> float:
 
 
 def _check_parameters(model, epoch: int) -> None:
-    """A final update can make parameters non-finite after a finite loss: stop there, too."""
-    for name, array in model.params.items():
-        if not np.isfinite(array).all():
-            raise CnncError(f"epoch {epoch}: training diverged: parameter '{name}' holds NaN or infinity; "
-                            "a smaller learning rate may help")
+    """Steps on the GPU check only their loss: an update there can still make parameters non-finite.
+    (Reading through `model.params` would mark the device's copy stale and upload it again.)"""
+    name = model._nonfinite_parameter()
+    if name is not None:
+        raise CnncError(f"epoch {epoch}: training diverged: parameter '{name}' holds NaN or infinity; "
+                        "a smaller learning rate may help")
 
 
 def check_batches(data: Dataset, batch: int, limit_batches: int | None = None) -> None:

@@ -72,7 +72,8 @@ def _as_mapping(mapping: Any) -> Mapping:
 def name_problems(specs: Mapping, names) -> str | None:
     """The missing and unexpected names of a strict load, as one message (None when they match)."""
     names = [n for n in names if not n.endswith(_IGNORED)]
-    missing = [name for name in specs if name not in names]
+    present = set(names)
+    missing = [name for name in specs if name not in present]
     unexpected = [name for name in names if name not in specs]
     problems = []
     if missing:

@@ -119,11 +119,6 @@ class CpuKernel:
 # -- the kernel cache ---------------------------------------------------------
 
 
-def cache_dir() -> Path:
-    """The configured kernel folder: $CNNC_CACHE_DIR/cnnc-kernels, else ~/.cache/cnnc/kernels."""
-    return cache.configured()
-
-
 def module_source(source: str) -> str:
     return HEADER + source.strip() + "\n"
 

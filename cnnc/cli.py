@@ -9,9 +9,11 @@ import os
 import sys
 import time
 import warnings
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .errors import MAX_INT, CnncError
+from .runtime.losses import default_output
 
 
 def parse_setting(text: str) -> tuple[str, Any]:
@@ -96,9 +98,8 @@ def _load_graph(args):
 
 
 def cmd_check(args) -> int:
-    from .report import summary_data
-
     from .explain import explain, peak_line
+    from .report import summary_data
 
     graph = _load_graph(args)
     if args.json:
@@ -129,11 +130,14 @@ def cmd_graph(args) -> int:
     from .passes.pipeline import optimize
 
     graph = _load_graph(args)
+    schedule = None  # the fused groups, drawn as clusters
     if args.stage == "optimized":
-        graph = optimize(graph, training=False, fuse=not args.no_fuse)
+        schedule = optimize(graph, training=False, fuse=not args.no_fuse)
     elif args.stage == "training":
-        graph = optimize(step_graph(graph, True), training=True, fuse=not args.no_fuse)
-    path = drawing.write(graph, args.output, title=f"{graph.name} ({args.stage})")
+        schedule = optimize(step_graph(graph, True), training=True, fuse=not args.no_fuse)
+    if schedule is not None:
+        graph = schedule.graph
+    path = drawing.write(graph, args.output, title=f"{graph.name} ({args.stage})", schedule=schedule)
     print(f"wrote {path}")
     return 0
 
@@ -152,10 +156,11 @@ def cmd_train(args) -> int:
         raise CnncError(f"data set {data.name} gives images {list(data.image_shape)}; the network expects {list(image)}")
     check_batches(data, args.batch)  # before compiling: a training of no step would save untrained weights
     net = compile(graph, target=args.target, seed=args.seed, fuse=not args.no_fuse)
+    lr = {} if args.lr is None else {"lr": args.lr}  # else the optimizer's own default
     if args.optimizer == "sgd":
-        opt = optim.SGD(lr=args.lr if args.lr is not None else 0.02, momentum=0.9 if args.momentum is None else args.momentum, weight_decay=args.weight_decay)
+        opt = optim.SGD(**lr, momentum=0.9 if args.momentum is None else args.momentum, weight_decay=args.weight_decay)
     else:
-        opt = optim.Adam(lr=args.lr if args.lr is not None else 1e-3, weight_decay=args.weight_decay)
+        opt = optim.Adam(**lr, weight_decay=args.weight_decay)
     print(
         f"training {net.graph.name} ({net.graph.parameter_count():,} parameters) on {data.name}: "
         f"{len(data.train_x):,} training and {len(data.test_x):,} held-out examples{_on_target(args.target)}"
@@ -231,16 +236,13 @@ def cmd_run(args) -> int:
     from .runtime.images import read_input
 
     net = compile(_load_graph(args), target=args.target, fuse=not args.no_fuse)
-    if args.weights:  # checked against this network from the file's headers, before any array is read
-        net.load(args.weights)
-    else:  # allowed (to try a network out), but the classes printed mean nothing
-        print("cnnc: warning: no --weights given: the network's weights are random", file=sys.stderr)
+    net.load(args.weights)  # checked against this network from the file's headers, before any array is read
     net.eval()
     name, t = next(iter(net.graph.input_types().items()))
     x = read_input(args.input, t.sample_shape)
     out = net(x)
     if isinstance(out, dict):
-        out = out["logits" if "logits" in out else next(iter(out))]
+        out = out[default_output(out)]
     if out.ndim != 2:
         np.set_printoptions(precision=4, suppress=True)
         print(out)
@@ -255,23 +257,23 @@ def cmd_run(args) -> int:
 
 
 def cmd_emit(args) -> int:
+    from .backend.lowering import CPU, CUDA, lower_group
     from .explain import step_graph
 
     if args.target == "cuda":  # the source only: nothing is compiled, so no GPU is needed
-        from .backend.cuda.kernel import module_source
-        from .backend.cuda.lower import lower_group
+        from .backend.cuda.kernel import module_text
     else:
-        from .backend.cpu.kernel import module_source
-        from .backend.cpu.lower import lower_group
+        from .backend.cpu.kernel import module_text
     from .passes.pipeline import optimize
 
-    graph = optimize(step_graph(_load_graph(args), args.training), training=args.training, fuse=not args.no_fuse)
+    schedule = optimize(step_graph(_load_graph(args), args.training), training=args.training, fuse=not args.no_fuse)
+    graph = schedule.graph
     users: dict[str, list[str]] = {}
-    for group in graph.groups:
+    for group in schedule.groups:
         if group.kind == "view":
             continue
-        kernel = lower_group(graph, group).kernel
-        users.setdefault(module_source(kernel.source), []).append(f"{' + '.join(group.nodes)} -> {kernel.entry}")
+        kernel = lower_group(graph, group, CUDA if args.target == "cuda" else CPU).kernel
+        users.setdefault(module_text(kernel), []).append(f"{' + '.join(group.nodes)} -> {kernel.entry}")
     print(f"# {graph.name}: {sum(len(u) for u in users.values())} kernel calls, {len(users)} distinct kernel modules\n")
     for source, names in users.items():
         print("# " + "=" * 76)
@@ -292,6 +294,8 @@ def _add_no_fuse(p: argparse.ArgumentParser) -> None:
 
 
 def make_parser() -> argparse.ArgumentParser:
+    from .runtime import optim
+
     parser = argparse.ArgumentParser(prog="cnnc", description="Compile, check, train and benchmark convolutional networks written in .cnn files.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     check = commands.add_parser("check", help="infer every shape and print the layer table")
@@ -321,7 +325,7 @@ def make_parser() -> argparse.ArgumentParser:
     train.add_argument("--dataset", default="digits", help="digits (built in), mnist:DIR, fashion-mnist:DIR or cifar10:DIR")
     train.add_argument("--epochs", type=int, default=20)
     train.add_argument("--batch", type=int, default=32)
-    train.add_argument("--lr", type=float, default=None, help="learning rate (default 0.02 for sgd, 0.001 for adam)")
+    train.add_argument("--lr", type=float, default=None, help=f"learning rate (default {optim.SGD.DEFAULT_LR} for sgd, {optim.Adam.DEFAULT_LR} for adam)")
     train.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
     train.add_argument("--schedule", choices=("cosine", "constant"), default="cosine", help="learning-rate schedule over the epochs")
     train.add_argument("--momentum", type=float, default=None, help="SGD's momentum (default 0.9)")
@@ -335,7 +339,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run a network on an input (.npy or .png) and print the top classes")
     _add_model_arguments(run)
-    run.add_argument("--weights", help="an .npz written by cnnc train or Model.save")
+    run.add_argument("--weights", required=True, help="an .npz written by cnnc train or Model.save")
     run.add_argument("--input", required=True, help="a .npy array ([C,H,W] or [N,C,H,W]) or a .png image")
     run.add_argument("--top", type=int, default=3)
     run.add_argument("--target", choices=("cpu", "cuda"), default="cpu")

@@ -2,8 +2,8 @@
 
 Nodes are boxes labelled with their name and op, inputs are ellipses, edges carry
 the shape of the value they move. Graph outputs get a double border and a note
-naming the output; parameter-gradient nodes are shaded. When the fusion pass has
-recorded `graph.groups`, every group of two or more nodes becomes a cluster.
+naming the output; parameter-gradient nodes are shaded. Given the schedule
+(cnnc.passes.schedule), every fused group of two or more nodes becomes a cluster.
 The text depends only on the graph, so the same graph always draws the same way.
 """
 
@@ -55,10 +55,10 @@ def _attrs(**attrs: str) -> str:
     return ", ".join(f"{key}={quote(value)}" for key, value in attrs.items())
 
 
-def _groups(graph) -> list:
+def _groups(graph, schedule) -> list:
     """The fusion groups worth a cluster: two or more members present in the graph."""
     groups = []
-    for group in getattr(graph, "groups", None) or []:
+    for group in schedule.groups if schedule is not None else []:
         members = [name for name in group.nodes if name in graph]
         if len(members) >= 2:
             groups.append((group, members))
@@ -78,7 +78,7 @@ def _node_label(node, input_names: dict[str, str], grad_of: dict[str, list[str]]
 
 def _node_line(node, input_names, output_nodes, grad_of) -> str:
     attrs = {"label": _node_label(node, input_names, grad_of)}
-    if node.name in input_names or node.op.name == "input":
+    if node.name in input_names or node.op.placeholder:
         attrs.update(shape="ellipse", style="filled", fillcolor=INPUT_FILL)
     elif node.name in grad_of:
         attrs.update(fillcolor=GRADIENT_FILL, color="#c62828", penwidth="1.5")
@@ -97,8 +97,9 @@ def _unique_id(base: str, taken: set[str]) -> str:
     return candidate
 
 
-def to_dot(graph, title: str | None = None) -> str:
-    """The graph as Graphviz DOT text; `title` (default: the graph's name) labels the drawing."""
+def to_dot(graph, title: str | None = None, schedule=None) -> str:
+    """The graph as Graphviz DOT text; `title` (default: the graph's name) labels the drawing, and
+    the groups of `schedule` (the graph's schedule, if given) become clusters."""
     nodes = graph.nodes()
     input_names = {node: name for name, node in graph.inputs.items()}
     output_nodes = set(graph.outputs.values())
@@ -119,7 +120,7 @@ def to_dot(graph, title: str | None = None) -> str:
     # A node belongs to the first group that lists it; its cluster is written where
     # the first member falls in topological order, which keeps the layout stable.
     cluster_of: dict[str, int] = {}
-    groups = _groups(graph)
+    groups = _groups(graph, schedule)
     for index, (_, members) in enumerate(groups):
         for name in members:
             cluster_of.setdefault(name, index)
@@ -199,7 +200,7 @@ def _write_atomically(path: Path, data: bytes) -> None:
         raise
 
 
-def write(graph, path, title: str | None = None) -> Path:
+def write(graph, path, title: str | None = None, schedule=None) -> Path:
     """Draw the graph into `path`; its suffix picks DOT text (.dot, .gv) or a rendered .svg, .png, .pdf."""
     path = Path(path)
     suffix = path.suffix.lower()
@@ -208,7 +209,7 @@ def write(graph, path, title: str | None = None) -> Path:
             f"cannot draw to '{path}': unknown suffix '{path.suffix or '(none)'}'; "
             f"supported: {', '.join(SUPPORTED_SUFFIXES)}"
         )
-    text = to_dot(graph, title)
+    text = to_dot(graph, title, schedule)
     data = text.encode() if suffix in TEXT_SUFFIXES else _render(text, suffix[1:])
     _write_atomically(path, data)
     return path

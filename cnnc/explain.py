@@ -11,25 +11,20 @@ from __future__ import annotations
 
 from .errors import CnncError
 from .graph import Graph
-from .passes.fuse import Group, plan_groups, single_groups
 from .passes.pipeline import optimize
+from .passes.schedule import Group, unfused
 
 
 def step_graph(graph: Graph, training: bool) -> Graph:
     """The graph one run executes: the network alone, or for a training step with its loss and backward."""
     if not training:
         return graph
-    from .passes.autodiff import differentiate
-    from .runtime.losses import with_loss
+    from .runtime.losses import default_step, training_graph
 
-    scalars = [name for name, t in graph.output_types().items() if t.rank == 0]
-    if len(scalars) == 1:  # the network computes its own loss
-        return differentiate(graph, graph.outputs[scalars[0]])
     try:
-        g, _, loss = with_loss(graph, "cross_entropy", None)
+        return training_graph(graph, *default_step(graph))[0]
     except CnncError as e:
         raise CnncError(f"cannot build a training step for {graph.name}: {e}") from None
-    return differentiate(g, loss)
 
 
 def kernel_count(groups: list[Group]) -> int:
@@ -41,17 +36,17 @@ def explain(graph: Graph, training: bool = False, batch: int = 1, fuse: bool = T
     if batch < 1:
         raise CnncError(f"the batch size must be at least 1, got {batch}")
     step = step_graph(graph, training)
-    unfused = single_groups(step)
+    unoptimized = unfused(step)
     scheduled = optimize(step, training, fuse)
     grads = set(step.grads.values())
     # The unplanned figure: every value of the unoptimized graph in a buffer of its own.
-    unplanned = plan_groups(step, unfused, batch, float_itemsize, exclude=grads).unplanned_bytes
-    planned = plan_groups(scheduled, scheduled.groups, batch, float_itemsize, exclude=grads)
+    unplanned = unoptimized.plan(batch, float_itemsize, exclude=grads).unplanned_bytes
+    planned = scheduled.plan(batch, float_itemsize, exclude=grads)
     return {
         "model": graph.name,
         "mode": "training step" if training else "inference",
         "batch": batch,
-        "kernels": {"unfused": kernel_count(unfused), "fused": kernel_count(scheduled.groups)},
+        "kernels": {"unfused": kernel_count(unoptimized.groups), "fused": kernel_count(scheduled.groups)},
         "peak_bytes": {"unplanned": unplanned, "planned": planned.arena_bytes},
         "groups": [
             {"name": g.name, "kind": g.kind + (f" ({g.pattern})" if g.pattern else ""), "nodes": list(g.nodes),

@@ -34,10 +34,16 @@ Dim = int | _Batch
 
 @dataclass(frozen=True)
 class TensorType:
-    """Shape (batch first, possibly symbolic) and dtype of a value."""
+    """Shape (batch first, possibly symbolic) and dtype of a value.
+
+    `image`: whether a batched rank-4 value is an image [N, C, H, W], which backends store
+    channels-last. An op whose rank-4 output is something else (a sampling grid [N, H, W, 2])
+    says so in its shape rule with image=False, and the value keeps its logical layout.
+    """
 
     shape: tuple[Dim, ...]
     dtype: str = "float32"
+    image: bool = True
 
     @property
     def rank(self) -> int:
@@ -83,6 +89,7 @@ class ParamSpec:
     node: str = ""  # the node that owns it
     fan_in: int = 0  # for fan-in scaled initializers
     dtype: str = "float32"
+    value: float = 0.0  # for the "constant" initializer
 
     @property
     def size(self) -> int:
@@ -100,6 +107,7 @@ class Node:
     type: TensorType
     params: dict[str, str] = field(default_factory=dict)
     loc: Loc | None = None
+    forward: str | None = None  # for a node of the backward pass: the forward node it differentiates
 
 
 def _reads_only_earlier(nodes: list[Node], order: dict[str, int]) -> bool:
@@ -168,10 +176,11 @@ class Graph:
     def output_types(self) -> dict[str, TensorType]:
         return {name: self[node].type for name, node in self.outputs.items()}
 
-    def copy(self) -> "Graph":
+    def copy(self) -> Graph:
         g = Graph(self.name, self.hyperparameters)
         nodes = [
-            Node(node.name, node.op, type(node.attrs)(node.attrs), list(node.inputs), node.type, dict(node.params), node.loc)
+            Node(node.name, node.op, type(node.attrs)(node.attrs), list(node.inputs), node.type, dict(node.params), node.loc,
+                 node.forward)
             for node in self.nodes()
         ]
         # In bulk: the names are known to be distinct, and networkx adds a batch faster.

@@ -117,6 +117,7 @@ def programs() -> dict[str, str]:
         "loss:mse": norm.MSE, "loss:bce": norm.BCE, "softmax:channels": norm.softmaxes(1), "softmax:last": norm.softmaxes(-1),
         "activation:chain": activation.CHAIN, "target:small_lenet": target.SMALL_LENET,
     })
+    found.update({f"prelu:{k}": v for k, v in activation.PRELU.items()})
     for body in activation.ACTIVATIONS:
         found[f"activation:{body}"] = f"network n {{\n input x: [5]\n y = {body}\n output loss = mse(y, x)\n}}"
     return found

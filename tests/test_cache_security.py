@@ -17,13 +17,12 @@ import numpy as np
 import pytest
 
 import cnnc
-from cnnc.backend.cpu import cache, kernel
+from cnnc.backend import cache, modules
+from cnnc.backend.cpu import kernel
 from cnnc.errors import CnncError
+from cnnc.kernels import Kernel
 
-ADD_ONE = kernel.CpuKernel(
-    "@njit(cache=True)\ndef add_one(x, out):\n    for i in range(x.shape[0]):\n        out[i] = x[i] + 1.0\n",
-    "add_one",
-)
+COUNT_NONFINITE = Kernel("finite", "count_nonfinite")  # a small kernel of one module
 OTHER_UID = 54321  # a user that owns nothing here
 
 
@@ -31,7 +30,7 @@ OTHER_UID = 54321  # a user that owns nothing here
 def fresh(monkeypatch):
     """Forget every folder checked and kernel imported, so each test starts as a new process would."""
     monkeypatch.setattr(cache, "_usable", {})
-    monkeypatch.setattr(kernel, "_modules", {})
+    monkeypatch.setattr(modules, "_modules", {})
     monkeypatch.delenv("CNNC_CACHE_DIR", raising=False)
     monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
     return monkeypatch
@@ -54,13 +53,11 @@ def own(folder):
     return folder / cache.OWN_FOLDER
 
 
-def run_add_one():
+def run_kernel():
     """Load the kernel as a new process would, check its result; its Numba dispatcher."""
-    kernel._modules.clear()
-    f = kernel.load(ADD_ONE)
-    out = np.zeros(3)
-    f(np.arange(3.0), out)
-    np.testing.assert_array_equal(out, [1.0, 2.0, 3.0])
+    modules._modules.clear()
+    f = kernel.load(COUNT_NONFINITE)
+    assert f(np.array([1.0, np.inf, 2.0, np.nan])) == 2
     return f
 
 
@@ -68,7 +65,7 @@ def loaded_from_disk(f) -> bool:
     return sum(f.stats.cache_hits.values()) > 0
 
 
-def quietly(run=run_add_one):
+def quietly(run=run_kernel):
     """Run with no warning allowed: the cache folder was used as it is."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", cache.KernelCacheWarning)
@@ -79,7 +76,7 @@ def refused(folder):
     """The run warns, gives the right result, and leaves `folder` as it was."""
     before = sorted(os.listdir(folder)) if folder.is_dir() else None
     with pytest.warns(cache.KernelCacheWarning, match="cannot use the kernel cache"):
-        run_add_one()
+        run_kernel()
     after = sorted(os.listdir(folder)) if folder.is_dir() else None
     assert after == before
 
@@ -94,9 +91,9 @@ def populated(tmp_path_factory):
     folder = tmp_path_factory.mktemp("populated") / "kernels"
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(cache, "_usable", {})
-        mp.setattr(kernel, "_modules", {})
+        mp.setattr(modules, "_modules", {})
         use(mp, folder)
-        run_add_one()
+        run_kernel()
     return folder
 
 
@@ -260,14 +257,14 @@ def test_an_empty_read_only_filesystem_falls_back(tmp_path, fresh):
 
     fresh.setattr(cache, "write_kernel", read_only)
     with pytest.warns(cache.KernelCacheWarning, match="Read-only file system"):
-        run_add_one()
+        run_kernel()
 
 
 def test_cnnc_cache_dir_naming_a_file_falls_back(tmp_path, fresh):
     plain = use(fresh, tmp_path / "notes.txt")
     plain.write_text("mine")
     with pytest.warns(cache.KernelCacheWarning, match="not a folder"):
-        run_add_one()
+        run_kernel()
     assert plain.read_text() == "mine"
 
 
@@ -280,7 +277,7 @@ def test_no_usable_folder_at_all_is_a_cnnc_error(tmp_path, fresh):
 
     fresh.setattr(cache.tempfile, "mkdtemp", no_space)
     with pytest.warns(cache.KernelCacheWarning), pytest.raises(CnncError, match="No space left"):
-        run_add_one()
+        run_kernel()
 
 
 def test_a_model_runs_correctly_on_a_damaged_cache(tmp_path, fresh):
@@ -290,7 +287,7 @@ def test_a_model_runs_correctly_on_a_damaged_cache(tmp_path, fresh):
     expected = cnnc.compile(program, seed=1)(x)
     for path in (own(tmp_path / "kernels") / "__pycache__").iterdir():
         path.write_bytes(b"garbage")
-    kernel._modules.clear()
+    modules._modules.clear()
     got = quietly(lambda: cnnc.compile(program, seed=1)(x))
     np.testing.assert_array_equal(got, expected)
 

@@ -36,3 +36,16 @@ def test_a_chain_of_elementwise_ops_unfused_and_fused():
     assert any(g.kind == "elementwise" and len(g.nodes) > 2 for g in fuse(cnnc.load(CHAIN), training=True).groups)
     check(CHAIN)
     check(CHAIN, fuse=True)
+
+
+PRELU = {
+    "image": "network n {\n input x: [3, 2, 2]\n y = prelu(0.3)\n output loss = mse(y, x)\n}",
+    "vector": "network n {\n input x: [4]\n y = prelu\n output loss = mse(y, x)\n}",
+    "epilogue": "network n {\n input x: [2, 3, 3]\n input t: [3, 2, 2]\n y = x -> conv(3, kernel=2) -> prelu\n output loss = mse(y, t)\n}",
+}
+
+
+@pytest.mark.parametrize("program", PRELU.values(), ids=PRELU.keys())
+def test_prelu_and_its_gradients(program):
+    check(program)
+    check(program, fuse=True)

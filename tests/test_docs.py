@@ -7,7 +7,6 @@ import pytest
 import cnnc
 from cnnc.frontend import load_module
 from cnnc.ops import REGISTRY
-
 from conftest import ROOT
 
 DOCS = [ROOT / "README.md", ROOT / "docs" / "language.md"]

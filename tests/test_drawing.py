@@ -16,6 +16,7 @@ from cnnc import drawing
 from cnnc.drawing import quote, to_dot, write
 from cnnc.errors import CnncError
 from cnnc.graph import Graph, Node
+from cnnc.passes.schedule import Schedule
 
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz 'dot' is not installed")
 
@@ -147,13 +148,13 @@ def test_title_defaults_to_graph_name(lenet):
 
 def test_groups_of_two_or_more_nodes_become_labelled_clusters():
     graph = cnnc.load("lenet")
-    graph.groups = [
+    schedule = Schedule(graph, [
         StandInGroup("conv1_fused", "epilogue", ["conv1", "relu"], ["relu"]),
         StandInGroup("maxpool", "single", ["maxpool"], ["maxpool"]),
         StandInGroup("fc1_fused", "epilogue", ["fc1", "relu_2"], ["relu_2"]),
         StandInGroup("tail", "elementwise", ["fc2", "relu_3"], ["relu_3"]),
-    ]
-    text = to_dot(graph)
+    ])
+    text = to_dot(graph, schedule=schedule)
     blocks = cluster_blocks(text)
     assert len(blocks) == 3 and text.count("subgraph cluster_") == 3
     labels = [re.search(r'label="([^"]*)"', block).group(1) for block in blocks.values()]
@@ -165,14 +166,14 @@ def test_groups_of_two_or_more_nodes_become_labelled_clusters():
         assert declared == [quote(m) for m in members]
     # Members are declared once, inside their cluster only.
     assert sum(1 for ln in text.splitlines() if ln.strip().startswith('"conv1" [')) == 1
-    assert to_dot(graph) == text
+    assert to_dot(graph, schedule=schedule) == text
+    assert "cluster" not in to_dot(graph)  # the graph itself carries no groups
 
 
 def test_ungrouped_graph_has_no_clusters():
     graph = cnnc.load("lenet")
     assert "cluster" not in to_dot(graph)
-    graph.groups = None
-    assert "cluster" not in to_dot(graph)
+    assert "cluster" not in to_dot(graph, schedule=Schedule(graph, []))
 
 
 # -- escaping ------------------------------------------------------------------

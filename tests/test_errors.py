@@ -48,7 +48,8 @@ GOLDEN = {
     ),
     "unknown_tensor_attribute": (
         'network n {\n    input x: [3, 8, 8]\n    conv(x.chanels, kernel=1)\n}\n',
-        "<string>:3:12: a tensor has no attribute 'chanels'; did you mean 'channels'? (tensors have channels, height, width, shape, dtype)\n        conv(x.chanels, kernel=1)\n               ^",
+        "<string>:3:12: a tensor has no attribute 'chanels'; did you mean 'channels'? "
+        "(tensors have channels, height, width, shape, dtype)\n        conv(x.chanels, kernel=1)\n               ^",
     ),
     "arity_too_few": (
         'network n {\n    input x: [3, 8, 8]\n    concat(x)\n}\n',

@@ -8,12 +8,12 @@ import pytest
 
 import cnnc
 from cnnc.explain import explain, step_graph
-from cnnc.passes.fuse import materialized
 from cnnc.passes.pipeline import optimize
+from cnnc.passes.schedule import materialized
 
 
-def groups_of(graph):
-    return {g.name: g for g in graph.groups}
+def groups_of(schedule):
+    return {g.name: g for g in schedule.groups}
 
 
 def test_resnet18_cifar_kernels_fall_as_required():
@@ -31,8 +31,9 @@ def test_resnet18_cifar_planned_training_peak_is_under_60_percent_of_all_activat
 
 
 def test_eval_mode_puts_batchnorm_add_and_relu_in_the_conv_epilogue():
-    graph = optimize(cnnc.load("resnet18_cifar"), training=False)
-    block = groups_of(graph)["layer1.0.conv2"]
+    schedule = optimize(cnnc.load("resnet18_cifar"), training=False)
+    graph = schedule.graph
+    block = groups_of(schedule)["layer1.0.conv2"]
     assert block.kind == "epilogue" and block.anchor == "layer1.0.conv2"
     assert block.nodes == ["layer1.0.conv2", "layer1.0.bn2", "layer1.0.add", "layer1.0.relu_1"]
     assert graph["layer1.0.bn2"].op.name == "batchnorm_inference"
@@ -40,8 +41,8 @@ def test_eval_mode_puts_batchnorm_add_and_relu_in_the_conv_epilogue():
 
 
 def test_training_mode_accumulates_batch_statistics_in_the_conv_epilogue():
-    graph = optimize(step_graph(cnnc.load("resnet18_cifar"), True), training=True)
-    block = groups_of(graph)["layer1.0.conv2"]
+    schedule = optimize(step_graph(cnnc.load("resnet18_cifar"), True), training=True)
+    block = groups_of(schedule)["layer1.0.conv2"]
     assert block.kind == "batchnorm" and block.tail == "layer1.0.bn2"
     assert block.post == ["layer1.0.add", "layer1.0.relu_1"]
     # The backward reads the conv output (batchnorm's input) and the block's output.
@@ -49,25 +50,27 @@ def test_training_mode_accumulates_batch_statistics_in_the_conv_epilogue():
 
 
 def test_backward_fuses_activation_gradients_and_sibling_reductions():
-    graph = optimize(step_graph(cnnc.load("resnet18_cifar"), True), training=True)
+    schedule = optimize(step_graph(cnnc.load("resnet18_cifar"), True), training=True)
+    graph = schedule.graph
     kinds = {}
-    for g in graph.groups:
+    for g in schedule.groups:
         for name in g.nodes:
             kinds[graph[name].op.name] = kinds.get(graph[name].op.name, set()) | {g.kind}
     assert kinds["relu_grad"] == {"epilogue"}  # inside the kernel producing the incoming gradient
     assert kinds["batchnorm_grad_weight"] == {"horizontal"}
     assert kinds["cross_entropy_grad"] == {"horizontal"}
-    patterns = {g.pattern for g in graph.groups if g.kind == "horizontal"}
+    patterns = {g.pattern for g in schedule.groups if g.kind == "horizontal"}
     assert patterns == {"batchnorm_grad", "dense_grad", "cross_entropy"}
     # A sum of gradients from two branches runs inside the conv input gradient's epilogue.
-    adds = [g for g in graph.groups if any(graph[n].op.name == "add" and ".grad" in n for n in g.nodes)]
+    adds = [g for g in schedule.groups if any(graph[n].op.name == "add" and ".grad" in n for n in g.nodes)]
     assert adds and all(g.kind == "epilogue" and graph[g.anchor].op.name == "conv_grad_input" for g in adds)
 
 
 def test_fused_groups_keep_every_value_read_outside():
-    graph = optimize(step_graph(cnnc.load("resnet18_cifar"), True), training=True)
-    member = {name: g for g in graph.groups for name in g.nodes}
-    for g in graph.groups:
+    schedule = optimize(step_graph(cnnc.load("resnet18_cifar"), True), training=True)
+    graph = schedule.graph
+    member = {name: g for g in schedule.groups for name in g.nodes}
+    for g in schedule.groups:
         assert materialized(graph, g) == g.outputs
         for name in g.nodes:
             for consumer in graph.consumers(name):
@@ -75,8 +78,8 @@ def test_fused_groups_keep_every_value_read_outside():
                     assert name in g.outputs, (g.name, name, consumer.name)
 
 
-def refusals(graph, node_op):
-    return [d for d in graph.decisions if not d.fused and graph[d.node].op.name == node_op]
+def refusals(schedule, node_op):
+    return [d for d in schedule.decisions if not d.fused and schedule.graph[d.node].op.name == node_op]
 
 
 def test_a_fusion_that_would_make_a_cycle_is_refused_with_its_reason():
@@ -90,10 +93,10 @@ network cycle {
     output y = a + p
 }
 """
-    graph = optimize(cnnc.load(text), training=False)
-    (refused,) = refusals(graph, "add")
+    schedule = optimize(cnnc.load(text), training=False)
+    (refused,) = refusals(schedule, "add")
     assert refused.group == "conv" and "cycle" in refused.reason
-    assert groups_of(graph)["add"].kind == "single"  # a loop of its own, after the maxpool
+    assert groups_of(schedule)["add"].kind == "single"  # a loop of its own, after the maxpool
     assert explain(cnnc.load(text))["refused"][0]["reason"] == refused.reason
 
 
@@ -106,9 +109,9 @@ network sum {
     output y = relu(a + b)
 }
 """
-    graph = optimize(cnnc.load(text), training=False)
-    assert [g.nodes for g in graph.groups] == [["conv", "relu"], ["conv_1", "add", "relu_1"]]
-    assert not [d for d in graph.decisions if not d.fused]
+    schedule = optimize(cnnc.load(text), training=False)
+    assert [g.nodes for g in schedule.groups] == [["conv", "relu"], ["conv_1", "add", "relu_1"]]
+    assert not [d for d in schedule.decisions if not d.fused]
 
 
 def test_a_value_from_before_the_batch_statistics_is_not_read_after_them():
@@ -120,15 +123,16 @@ network skip {
     output y = n + c
 }
 """
-    graph = optimize(step_graph(cnnc.load(text), False), training=True)
-    (refused,) = refusals(graph, "add")
+    schedule = optimize(step_graph(cnnc.load(text), False), training=True)
+    (refused,) = refusals(schedule, "add")
     assert "before the batch statistics" in refused.reason
 
 
 def test_fuse_false_keeps_one_kernel_per_node():
-    graph = optimize(cnnc.load("resnet18_cifar"), training=False, fuse=False)
-    assert all(g.kind == "single" and len(g.nodes) == 1 for g in graph.groups)
-    assert len(graph.groups) == len([n for n in graph.nodes() if n.op.name != "input"])
+    schedule = optimize(cnnc.load("resnet18_cifar"), training=False, fuse=False)
+    graph = schedule.graph
+    assert all(g.kind == "single" and len(g.nodes) == 1 for g in schedule.groups)
+    assert len(schedule.groups) == len([n for n in graph.nodes() if n.op.name != "input"])
 
 
 @pytest.mark.parametrize("name", ["lenet", "vgg16", "resnet18", "resnet50", "resnet18_cifar"])

@@ -322,10 +322,12 @@ def test_run_with_bad_weights_and_top(tiny, tmp_path, capsys):
     x = str(tmp_path / "x.npy")
     assert main(["run", tiny, "--weights", x, "--input", x]) == 2
     assert "holds a single array (.npy)" in capsys.readouterr().err
+    w = str(tmp_path / "w.npz")
+    cnnc.compile(tiny).save(w)
     for top in ("0", "-1"):
-        assert main(["run", tiny, "--input", x, "--top", top]) == 2
+        assert main(["run", tiny, "--weights", w, "--input", x, "--top", top]) == 2
         assert "--top must be at least 1" in capsys.readouterr().err
-    assert main(["run", tiny, "--input", x, "--top", "50"]) == 0
+    assert main(["run", tiny, "--weights", w, "--input", x, "--top", "50"]) == 0
     assert capsys.readouterr().out.count("class ") == 10
 
 
@@ -699,13 +701,15 @@ def test_check_and_explain_batch_limits(tiny, capsys):
         assert "--batch is too large (at most 2^62)" in capsys.readouterr().err
 
 
-def test_run_warns_without_weights_and_reads_upper_case_suffixes(tiny, tmp_path, capsys):
+def test_run_needs_weights_and_reads_upper_case_suffixes(tiny, tmp_path, capsys):
     np.save(tmp_path / "x.npy", np.zeros((1, 8, 8), np.float32))
     os.rename(tmp_path / "x.npy", tmp_path / "X.NPY")
-    assert main(["run", tiny, "--input", str(tmp_path / "X.NPY")]) == 0
-    captured = capsys.readouterr()
-    assert "cnnc: warning: no --weights given: the network's weights are random" in captured.err
-    assert captured.out.count("class ") == 3
+    with pytest.raises(SystemExit) as exited:  # random weights would print meaningless classes
+        main(["run", tiny, "--input", str(tmp_path / "X.NPY")])
+    assert exited.value.code == 2 and "the following arguments are required: --weights" in capsys.readouterr().err
+    cnnc.compile(tiny).save(tmp_path / "W.NPZ")
+    assert main(["run", tiny, "--weights", str(tmp_path / "W.NPZ"), "--input", str(tmp_path / "X.NPY")]) == 0
+    assert capsys.readouterr().out.count("class ") == 3
 
 
 # -- weights archives zipfile cannot read ------------------------------------------------------------

@@ -12,8 +12,9 @@ from __future__ import annotations
 import functools
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -311,6 +312,19 @@ def leaky_relu_case(draw):
 
 
 @st.composite
+def prelu_case(draw):
+    shape, init = draw(st.one_of(shapes(1, 1), shapes(3, 3), shapes(2, 2))), draw(maybe(st.sampled_from([0.25, 0.1, -0.3])))
+
+    def torch_prelu(x):
+        # nn.PReLU takes any rank with channels on axis 1; cnnc, like batchnorm, takes [C] and [C, H, W].
+        if x.dim() not in (2, 4):
+            raise ValueError(f"prelu of rank {x.dim()}")
+        return apply(nn.PReLU(shape[0], **kw(init=init)), x)
+
+    return Case(floats(x=shape), "l: " + call("prelu", init=init), torch_prelu)
+
+
+@st.composite
 def softmax_case(draw, op: str, fn: Callable):
     shape = draw(shapes())
     axis = draw(maybe(st.just(axis_within_example(draw, len(shape) + 1))))
@@ -413,6 +427,7 @@ CASES: dict[str, Callable[[], Any]] = {
     "sigmoid": lambda: elementwise_case("sigmoid", torch.sigmoid),
     "tanh": lambda: elementwise_case("tanh", torch.tanh),
     "leaky_relu": leaky_relu_case,
+    "prelu": prelu_case,
     "softmax": lambda: softmax_case("softmax", F.softmax),
     "log_softmax": lambda: softmax_case("log_softmax", F.log_softmax),
     "batchnorm": batchnorm_case,
@@ -535,6 +550,7 @@ ERRORS = {
                 ["[4, 5, 5] (100 elements)", "[3, 33] (99 elements)"]),
     "relu": ("input x: int64[4]\nrelu", "relu", ["floating-point", "int64"]),
     "leaky_relu": ("input x: int64[4]\nleaky_relu(0.1)", "leaky_relu(", ["floating-point", "int64"]),
+    "prelu": ("input x: [4, 5]\nl: prelu", "prelu", ["[channels]", "[4, 5]", "(in l)"]),
     "sigmoid": ("input x: int64[4]\nsigmoid", "sigmoid", ["floating-point", "int64"]),
     "tanh": ("input x: int64[4]\ntanh", "tanh", ["floating-point", "int64"]),
     "dropout": ("input x: int64[4]\ndropout(0.5)", "dropout(", ["floating-point", "int64"]),

@@ -20,7 +20,6 @@ from cnnc.passes.simplify import (
 )
 from cnnc.runtime.losses import with_loss
 
-
 # -- building and checking graphs ---------------------------------------------
 
 

@@ -10,7 +10,8 @@ import pytest
 
 import cnnc
 from cnnc import CnncError
-from cnnc.backend.cpu.lower import lower_group
+from cnnc.backend.cpu.kernel import module_text
+from cnnc.backend.lowering import CPU, lower_group
 from cnnc.passes.fuse import MAX_CHAIN
 from cnnc.passes.pipeline import optimize
 
@@ -41,11 +42,12 @@ def test_the_layer_limit_counts_layers_not_inputs():
 
 def test_a_long_elementwise_chain_is_split_into_equal_kernels_of_the_same_source():
     ops = ["relu", "tanh", "sigmoid", "leaky_relu"] * 75  # 300 layers
-    graph = optimize(cnnc.load(chain(ops)), training=False)
-    sizes = [len(g.nodes) for g in graph.groups]
+    schedule = optimize(cnnc.load(chain(ops)), training=False)
+    graph = schedule.graph
+    sizes = [len(g.nodes) for g in schedule.groups]
     assert max(sizes) == MAX_CHAIN and sum(sizes) == len(ops)
     # MAX_CHAIN is a multiple of the pattern's length, so every full group computes the same ops.
-    sources = {lower_group(graph, g).kernel.source for g in graph.groups if len(g.nodes) == MAX_CHAIN}
+    sources = {module_text(lower_group(graph, g, CPU).kernel) for g in schedule.groups if len(g.nodes) == MAX_CHAIN}
     assert len(sources) == 1
 
 
@@ -63,6 +65,6 @@ def test_a_long_chain_of_residual_blocks_fuses_in_linear_time():
     # Every `add` asks whether fusing it raises the planned peak; the question looks at the
     # stretch of the schedule the fusion changes, not at the whole graph.
     program = "block res {\n    in -> relu -> add(in)\n}\nnetwork chain {\n    input x: [4]\n    repeat 3000 res\n    output y\n}\n"
-    graph = optimize(cnnc.load(program), training=False)
-    assert max(len(g.nodes) for g in graph.groups) == MAX_CHAIN
-    assert len(graph.groups) == -(-6000 // MAX_CHAIN)
+    schedule = optimize(cnnc.load(program), training=False)
+    assert max(len(g.nodes) for g in schedule.groups) == MAX_CHAIN
+    assert len(schedule.groups) == -(-6000 // MAX_CHAIN)

@@ -8,7 +8,7 @@ initialisation.  torchvision itself is not required.
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple, Type, Union
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -34,7 +34,7 @@ __all__ = [
 # VGG
 # --------------------------------------------------------------------------- #
 
-VGG16_CFG: List[Union[int, str]] = [
+VGG16_CFG: list[int | str] = [
     64, 64, "M",
     128, 128, "M",
     256, 256, 256, "M",
@@ -43,9 +43,9 @@ VGG16_CFG: List[Union[int, str]] = [
 ]
 
 
-def _make_vgg_layers(cfg: Sequence[Union[int, str]]) -> nn.Sequential:
+def _make_vgg_layers(cfg: Sequence[int | str]) -> nn.Sequential:
     """Build the VGG feature extractor (conv3x3 + ReLU, max-pool per stage)."""
-    layers: List[nn.Module] = []
+    layers: list[nn.Module] = []
     in_channels = 3
     for v in cfg:
         if v == "M":
@@ -113,7 +113,7 @@ class BasicBlock(nn.Module):
         inplanes: int,
         planes: int,
         stride: int = 1,
-        downsample: Optional[nn.Module] = None,
+        downsample: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.conv1 = conv3x3(inplanes, planes, stride)
@@ -145,7 +145,7 @@ class Bottleneck(nn.Module):
         inplanes: int,
         planes: int,
         stride: int = 1,
-        downsample: Optional[nn.Module] = None,
+        downsample: nn.Module | None = None,
     ) -> None:
         super().__init__()
         width = planes
@@ -171,7 +171,7 @@ class Bottleneck(nn.Module):
         return self.relu(out)
 
 
-Block = Type[Union[BasicBlock, Bottleneck]]
+Block = type[BasicBlock | Bottleneck]
 
 
 class ResNet(nn.Module):
@@ -197,7 +197,7 @@ class ResNet(nn.Module):
         self.bn1 = nn.BatchNorm2d(self.inplanes)
         self.relu = nn.ReLU(inplace=True)
         # For the CIFAR stem ``maxpool`` is a plain ``None`` attribute, not a module.
-        self.maxpool: Optional[nn.Module] = (
+        self.maxpool: nn.Module | None = (
             None if cifar_stem else nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         )
         self.layer1 = self._make_layer(block, 64, layers[0])
@@ -209,13 +209,13 @@ class ResNet(nn.Module):
 
     def _make_layer(self, block: Block, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
         """Stack ``blocks`` residual blocks; the first may downsample."""
-        downsample: Optional[nn.Module] = None
+        downsample: nn.Module | None = None
         if stride != 1 or self.inplanes != planes * block.expansion:
             downsample = nn.Sequential(
                 conv1x1(self.inplanes, planes * block.expansion, stride),
                 nn.BatchNorm2d(planes * block.expansion),
             )
-        layers: List[nn.Module] = [block(self.inplanes, planes, stride, downsample)]
+        layers: list[nn.Module] = [block(self.inplanes, planes, stride, downsample)]
         self.inplanes = planes * block.expansion
         for _ in range(1, blocks):
             layers.append(block(self.inplanes, planes))
@@ -291,7 +291,7 @@ def lenet(num_classes: int = 10) -> LeNet:
 # --------------------------------------------------------------------------- #
 
 
-def state_shapes(model: nn.Module) -> List[Tuple[str, Tuple[int, ...]]]:
+def state_shapes(model: nn.Module) -> list[tuple[str, tuple[int, ...]]]:
     """Return ``(key, shape)`` for each state_dict entry, in order.
 
     Entries ending in ``num_batches_tracked`` are left out.

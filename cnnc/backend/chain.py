@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..graph import Graph
-from .cpu.kernel import NodeParam, Pack, Param, Value
+from ..kernels import NodeParam, Pack, Param, Value
 
 _NAME = re.compile(r"\b[A-Za-z_][A-Za-z_0-9]*\b")
 _INPUT_NAMES = "abcdefgh"

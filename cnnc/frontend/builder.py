@@ -17,9 +17,10 @@ Naming (the parameter names are an interface: PyTorch state dicts use them):
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, Iterator
+from dataclasses import dataclass, replace
+from typing import Any
 
 from ..errors import CnncError, Loc, closest
 from ..graph import BATCH, Graph, Node, ParamSpec, TensorType
@@ -402,7 +403,7 @@ class Builder:
         for spec in op.params(attrs, *types):
             full = f"{name}.{spec.name}"
             local_to_full[spec.name] = full
-            specs[full] = ParamSpec(full, spec.shape, spec.init, spec.kind, name, spec.fan_in, spec.dtype)
+            specs[full] = replace(spec, name=full, node=name)
         if name in self.graph:
             raise CnncError(f"the name '{name}' is already used", loc)
         self.graph.add(Node(name, op, attrs, [v.node for v in inputs], out, local_to_full, loc), specs)

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
-from ..backend.cpu.kernel import OUT, CpuKernel, In
-from ..backend.cuda.kernel import CudaKernel
-from .base import Attr, AttrError, Expr, Fusion, Op, ShapeError, TensorType, expect_float, integer, number, register
-from .templates import elementwise, parallel_kernel
+from ..kernels import OUT, In, Kernel
+from .base import (
+    Attr,
+    AttrError,
+    Expr,
+    Fusion,
+    Op,
+    ShapeError,
+    TensorType,
+    evaluate_expression,
+    expect_float,
+    integer,
+    number,
+    param,
+    register,
+)
 
 
 class _Elementwise(Op):
@@ -30,8 +42,8 @@ class _Elementwise(Op):
     def expression(self, a, out, x):
         return Expr(self.expr, tuple(self.scalars(a).items()))
 
-    def cpu(self, a, out, x):
-        return elementwise(self.name, self.expr, 1, **self.scalars(a))
+    def fold(self, a, values):
+        return evaluate_expression(self.expr, {"a": values[0], **self.scalars(a)})
 
     def grad(self, g, dy):
         v = g.node.name if self.grad_reads == "output" else g.node.inputs[0]
@@ -53,9 +65,9 @@ class _ElementwiseGrad(Op):
         fwd = self.forward()
         return Expr(fwd.grad_expr, tuple(fwd.scalars(a).items()))
 
-    def cpu(self, a, out, dy, v):
+    def fold(self, a, values):
         fwd = self.forward()
-        return elementwise(self.name, fwd.grad_expr, 2, **fwd.scalars(a))
+        return evaluate_expression(fwd.grad_expr, {"a": values[0], "b": values[1], **fwd.scalars(a)})
 
 
 def _with_grad(cls: type[_Elementwise]) -> type[_Elementwise]:
@@ -80,7 +92,7 @@ class LeakyRelu(_Elementwise):
     """x if x > 0 else slope * x."""
 
     name = "leaky_relu"
-    attrs = (Attr("slope", number, 0.01, doc="negative slope"),)
+    attrs = (Attr("slope", number, 0.01),)
     expr = "a if a > 0 else a * slope"
     grad_expr = "a if b > 0 else a * slope"
     grad_reads = "input"
@@ -116,7 +128,7 @@ def axis(value):
 
 class _SoftmaxFamily(Op):
     fusion = Fusion.REDUCTION
-    attrs = (Attr("axis", axis, 1, doc="the axis to normalize over (1 = channels, -1 = last)"),)
+    attrs = (Attr("axis", axis, 1),)
 
     def infer(self, a, x):
         expect_float(self.name, x)
@@ -128,10 +140,9 @@ class _SoftmaxFamily(Op):
         return 4 * out.sample_elements()
 
     def cpu(self, a, out, x):
-        return CpuKernel(SOFTMAX_SOURCE, self.name, (In(0), OUT, *axis_split(x, a.axis)))
+        return Kernel("softmax", self.name, (In(0), OUT, *axis_split(x, a.axis)))
 
-    def cuda(self, a, out, x):
-        return CudaKernel(SOFTMAX_CUDA_SOURCE, self.name, (In(0), OUT, *axis_split(x, a.axis)))
+    cuda = cpu  # the same entry in cnnc/kernels/cuda/softmax.py
 
     def grad(self, g, dy):
         g.input_grad(0, g.apply(f"{self.name}_grad", [dy, g.node.name], axis=g.node.attrs["axis"]))
@@ -143,7 +154,7 @@ def axis_split(t: TensorType, axis: int) -> tuple[int, int, int]:
     The batch size is not known here, so `outer` counts per example; kernels
     multiply by the buffer's first dimension.
     """
-    from ..backend.layout import physical_axis, physical_shape
+    from ..layout import physical_axis, physical_shape
 
     shape = physical_shape(t, 1)
     p = physical_axis(t, axis)
@@ -154,77 +165,6 @@ def axis_split(t: TensorType, axis: int) -> tuple[int, int, int]:
     for d in shape[p + 1 :]:
         inner *= d
     return outer, shape[p], inner
-
-
-# Softmax along one axis of a buffer seen as [batch * outer, n, inner]: each target runs
-# these line bodies over every line (the line starting at `base`, its n values `inner` apart),
-# in parallel on the CPU and a thread per line on the GPU, where neighbouring threads take
-# neighbouring `inner` positions so that their reads along a channel axis coalesce.
-SOFTMAX_LINE = """
-m = -math.inf
-for k in range(n):
-    m = max(m, float(x[base + k * inner]))
-s = 0.0
-for k in range(n):
-    s += math.exp(x[base + k * inner] - m)
-if log:
-    ls = math.log(s)
-    for k in range(n):
-        out[base + k * inner] = x[base + k * inner] - m - ls
-else:
-    for k in range(n):
-        out[base + k * inner] = math.exp(x[base + k * inner] - m) / s
-"""
-
-SOFTMAX_GRAD_LINE = """
-s = 0.0
-if log:  # dx = dy - softmax * sum(dy)
-    for k in range(n):
-        s += dy[base + k * inner]
-    for k in range(n):
-        j = base + k * inner
-        dx[j] = dy[j] - math.exp(y[j]) * s
-else:  # dx = y * (dy - sum(dy * y))
-    for k in range(n):
-        s += dy[base + k * inner] * y[base + k * inner]
-    for k in range(n):
-        j = base + k * inner
-        dx[j] = y[j] * (dy[j] - s)
-"""
-
-def _over_lines(target: str, name: str, arrays: str, body: str) -> str:
-    line = "o = line // inner\nbase = o * n * inner + (line - o * inner)\n"
-    return parallel_kernel(target, name, f"{arrays}, lines, n, inner, log", line + body.strip(), "line", "lines")
-
-
-def _line_kernels(target: str) -> str:
-    return (_over_lines(target, "_softmax_lines", "x, out", SOFTMAX_LINE) + "\n\n"
-            + _over_lines(target, "_softmax_grad_lines", "dy, y, dx", SOFTMAX_GRAD_LINE))
-
-
-# The four entries of each target (name, arrays), which run the line kernels on flat views.
-_ENTRIES = (("softmax", "x, out"), ("log_softmax", "x, out"), ("softmax_grad", "dy, y, dx"), ("log_softmax_grad", "dy, y, dx"))
-
-
-def _entries(target: str) -> str:
-    parts = []
-    for name, arrays in _ENTRIES:
-        log = name.startswith("log")
-        kernel = "_softmax_grad_lines" if name.endswith("grad") else "_softmax_lines"
-        names = arrays.split(", ")
-        flat = ", ".join(f"{a}.reshape({a}.size)" for a in names)
-        lines = f"{names[0]}.shape[0] * outer * inner"
-        if target == "cpu":
-            parts.append(f"@njit(cache=True)\ndef {name}({arrays}, outer, n, inner):\n"
-                         f"    {kernel}({flat}, {lines}, n, inner, {log})\n")
-        else:
-            parts.append(f"def {name}({arrays}, outer, n, inner):\n    lines = {lines}\n"
-                         f"    {kernel}[blocks(lines), THREADS]({flat}, lines, n, inner, {log})\n")
-    return "\n\n".join(parts)
-
-
-SOFTMAX_SOURCE = _line_kernels("cpu") + "\n\n" + _entries("cpu")
-SOFTMAX_CUDA_SOURCE = _line_kernels("cuda") + "\n\n" + _entries("cuda")
 
 
 @register
@@ -253,11 +193,80 @@ class _SoftmaxGrad(Op):
         return dy
 
     def cpu(self, a, out, dy, y):
-        return CpuKernel(SOFTMAX_SOURCE, self.name, (In(0), In(1), OUT, *axis_split(dy, a.axis)))
+        return Kernel("softmax", self.name, (In(0), In(1), OUT, *axis_split(dy, a.axis)))
 
-    def cuda(self, a, out, dy, y):
-        return CudaKernel(SOFTMAX_CUDA_SOURCE, self.name, (In(0), In(1), OUT, *axis_split(dy, a.axis)))
+    cuda = cpu  # the same entry in cnnc/kernels/cuda/softmax.py
 
 
 register(type("SoftmaxGrad", (_SoftmaxGrad,), {"name": "softmax_grad"}))
 register(type("LogSoftmaxGrad", (_SoftmaxGrad,), {"name": "log_softmax_grad"}))
+
+
+@register
+class PRelu(Op):
+    """x if x > 0 else weight[c] * x: a learned slope per channel (PyTorch's nn.PReLU(channels), init 0.25).
+
+    An elementwise expression with a per-channel parameter, so it fuses as an epilogue like
+    any activation. Its input gradient is one too; its weight gradient sums dy * x over every
+    axis but the channels (where x <= 0), a reduction of its own (cnnc/kernels/*/prelu.py).
+    """
+
+    name = "prelu"
+    fusion = Fusion.ELEMENTWISE
+    attrs = (Attr("init", number, 0.25),)
+
+    def infer(self, a, x):
+        expect_float(self.name, x)
+        if x.rank not in (2, 4) or not x.batched:
+            raise ShapeError(f"prelu expects [channels] or [channels, height, width] input, got {x}")
+        return x
+
+    def params(self, a, x):
+        return [param("weight", (x.shape[1],), "constant", value=a.init)]
+
+    def expression(self, a, out, x):
+        return Expr("a if a > 0 else P_weight * a", params=("weight",))
+
+    def grad(self, g, dy):
+        x, weight = g.node.inputs[0], {"weight": g.node.params["weight"]}
+        if g.needs_input_grad(0):
+            g.input_grad(0, g.apply("prelu_grad_input", [dy, x], weight))
+        g.param_grad("weight", g.apply("prelu_grad_weight", [x, dy]))
+
+
+@register
+class PReluGradInput(Op):
+    """dx = dy if x > 0 else weight[c] * dy."""
+
+    name = "prelu_grad_input"
+    inputs = 2
+    internal = True
+    fusion = Fusion.ELEMENTWISE
+
+    def infer(self, a, dy, x):
+        return dy
+
+    def expression(self, a, out, dy, x):
+        return Expr("a if b > 0 else P_weight * a", params=("weight",))
+
+
+@register
+class PReluGradWeight(Op):
+    """dweight[c] = the sum of dy * x over every axis but the channels, where x <= 0."""
+
+    name = "prelu_grad_weight"
+    inputs = 2
+    internal = True
+    fusion = Fusion.REDUCTION
+
+    def infer(self, a, x, dy):
+        return TensorType((x.shape[1],), x.dtype)
+
+    def flops(self, a, out, x, dy):
+        return 2 * x.sample_elements()
+
+    def cpu(self, a, out, x, dy):
+        # Channels are the last physical axis of both [N, C] and NHWC buffers.
+        return Kernel("prelu", "prelu_grad_weight", (In(0, flat=True), In(1, flat=True), OUT))
+
+    cuda = cpu  # the same entry in cnnc/kernels/cuda/prelu.py

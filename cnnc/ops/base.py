@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -48,6 +49,11 @@ class Expr:
     scalars: tuple[tuple[str, float], ...] = ()
     params: tuple[str, ...] = ()
     channel: tuple[tuple[str, str], ...] = ()
+
+
+def evaluate_expression(code: str, names: dict[str, Any]) -> float:
+    """An elementwise expression (Python syntax over `math`) evaluated on floats, e.g. to fold constants."""
+    return float(eval(code, {"__builtins__": {}, "math": math}, names))
 
 
 class ShapeError(Exception):
@@ -170,7 +176,6 @@ class Attr:
     name: str
     check: Callable[[Any], Any]
     default: Any = "<required>"
-    doc: str = ""
 
     @property
     def required(self) -> bool:
@@ -188,13 +193,13 @@ class Attrs(dict):
 
 
 # -- initializers (PyTorch's defaults); the runtime implements them ----------
-INITIALIZERS = ("kaiming_uniform", "fan_in_uniform", "zeros", "ones")
+INITIALIZERS = ("kaiming_uniform", "fan_in_uniform", "zeros", "ones", "constant")
 
 
-def param(name: str, shape: tuple[int, ...], init: str, fan_in: int = 0, kind: str = "param") -> ParamSpec:
-    """A parameter spec with a local name; the front end prefixes the layer's path."""
+def param(name: str, shape: tuple[int, ...], init: str, fan_in: int = 0, kind: str = "param", value: float = 0.0) -> ParamSpec:
+    """A parameter spec with a local name; the front end prefixes the layer's path. `value`: the "constant" init's."""
     assert init in INITIALIZERS, init
-    return ParamSpec(name=name, shape=tuple(int(s) for s in shape), init=init, kind=kind, fan_in=fan_in)
+    return ParamSpec(name=name, shape=tuple(int(s) for s in shape), init=init, kind=kind, fan_in=fan_in, value=value)
 
 
 # -- the op record ----------------------------------------------------------
@@ -230,11 +235,23 @@ class Op:
     VARIADIC = -1
 
     name: str = ""
-    doc: str = ""
     inputs: int = 1
     attrs: tuple[Attr, ...] = ()
     fusion: Fusion = Fusion.OPAQUE
     internal: bool = False  # True for ops the language cannot call by name
+
+    # -- what the passes need to know (declared here, so that no pass tests op names) --
+    placeholder: bool = False  # a value the caller feeds (an input): no kernel computes it
+    constant: bool = False  # a constant the executor fills once (`fill`): no kernel computes it
+    random: bool = False  # draws fresh random numbers: two applications to equal inputs differ
+    logical_view: bool = False  # the input's elements in the same logical order (a reshape): may share its buffer
+    batch_statistics: bool = False  # normalizes with per-channel statistics over the batch (batchnorm in training)
+    identity: float | None = None  # the constant operand that leaves the others unchanged (add: 0, mul: 1)
+
+    @property
+    def computed(self) -> bool:
+        """Whether a kernel computes the op's value (inputs and constants are filled by the executor)."""
+        return not (self.placeholder or self.constant)
 
     # -- rules a subclass provides ------------------------------------------
     def infer(self, a: Attrs, *xs: TensorType) -> TensorType:
@@ -264,6 +281,28 @@ class Op:
 
         raise CnncError(f"{self.name} cannot be differentiated", g.node.loc)
 
+    def specialized(self, training: bool) -> Op:
+        """The op that computes this one in a mode (batchnorm in eval mode is an elementwise op)."""
+        return self
+
+    def passes_input(self, a: Attrs, training: bool, out: TensorType, *xs: TensorType) -> bool:
+        """Whether the op's value is its first input, unchanged (a reshape to the same type, dropout in eval)."""
+        return False
+
+    def fold(self, a: Attrs, values: list[float]) -> float | None:
+        """The op's value when every input is a constant holding `values`, or None when it cannot say."""
+        return None
+
+    def siblings(self, graph, node, taken: set[str]) -> tuple[str, str, list[str]] | None:
+        """Sibling reductions that one kernel computes together with `node` (reading the same operands:
+        a weight and a bias gradient, a loss and its gradient): (pattern, group name, members, `node` or
+        another node of this op first), or None. Nodes in `taken` belong to another group already."""
+        return None
+
+    def siblings_kernel(self, graph, members: list[str], target: str):
+        """The one kernel of the sibling group `members` (found by `siblings`; this op is the first member's)."""
+        raise NotImplementedError
+
     def index_inputs(self, a: Attrs, *xs: TensorType) -> dict[int, IndexRange]:
         """Inputs whose values index memory: input position -> the values allowed. The executor
         checks every array fed to such an input, whatever the path, before any kernel reads it."""
@@ -274,13 +313,14 @@ class Op:
         return None
 
     def cpu(self, a: Attrs, out: TensorType, *xs: TensorType):
-        """The CPU kernel (a cnnc.backend.cpu.kernel.CpuKernel) computing this op on physical buffers."""
+        """The CPU kernel (a cnnc.kernels.Kernel: an entry of cnnc/kernels/cpu/<family>.py and its arguments)
+        computing this op on physical buffers. Ops that host an epilogue also take `epilogue=`."""
         from ..errors import CnncError
 
         raise CnncError(f"{self.name} has no CPU kernel")
 
     def cuda(self, a: Attrs, out: TensorType, *xs: TensorType):
-        """The CUDA kernel (a cnnc.backend.cuda.kernel.CudaKernel) computing this op on device buffers."""
+        """The CUDA kernel (a cnnc.kernels.Kernel of cnnc/kernels/cuda/<family>.py) computing this op on device buffers."""
         from ..errors import CnncError
 
         raise CnncError(f"{self.name} has no CUDA kernel yet")

@@ -2,105 +2,14 @@
 
 from __future__ import annotations
 
-from ..backend.cpu.kernel import FLAT_OUT, OUT, CpuKernel, In
-from ..backend.cuda.kernel import CudaKernel
-from ..backend.layout import physical_axis, physical_shape
+import math
+
+from ..kernels import FLAT_OUT, OUT, In, Kernel, Pack
+from ..layout import physical_axis, physical_shape
 from .base import Attr, AttrError, Expr, Fusion, Op, ShapeError, TensorType, expect_float, integer, register
-from .templates import INPUT_NAMES, elementwise
 
-BROADCAST_SOURCE = """
-@njit(cache=True)
-def broadcast_add(x0, x1, out):
-    np.add(x0, x1, out)
-
-
-@njit(cache=True)
-def broadcast_mul(x0, x1, out):
-    np.multiply(x0, x1, out)
-
-
-@njit(cache=True)
-def sum_to(x, out, s1, s2, s3, t1, t2, t3):
-    n = x.shape[0]
-    tn = out.shape[0]
-    v = x.reshape((n, s1, s2, s3))
-    o = out.reshape((tn, t1, t2, t3))
-    acc = np.zeros(o.shape)
-    for i in range(n):
-        for j in range(s1):
-            for k in range(s2):
-                for m in range(s3):
-                    acc[min(i, tn - 1), min(j, t1 - 1), min(k, t2 - 1), min(m, t3 - 1)] += v[i, j, k, m]
-    o[...] = acc
-"""
-
-# CUDA: one thread per output element. Broadcasting reads each input through
-# strides that are 0 along its broadcast axes (physical shapes right-aligned
-# into four axes). sum_to gathers: each output element sums the inputs that
-# map onto it (index min(i, t - 1) per axis, as on the CPU), so no atomics.
-BROADCAST_CUDA_SOURCE = """
-@cuda.jit(cache=True)
-def _broadcast(x0, x1, out, mul, d1, d2, d3, a0, a1, a2, a3, b0, b1, b2, b3):
-    for i in range(cuda.grid(1), out.size, cuda.gridsize(1)):
-        k0, k1, k2, k3 = unflatten(i, d1, d2, d3)
-        u = x0[k0 * a0 + k1 * a1 + k2 * a2 + k3 * a3]
-        v = x1[k0 * b0 + k1 * b1 + k2 * b2 + k3 * b3]
-        out[i] = u * v if mul else u + v
-
-
-def _strides(shape, dims):
-    # Element strides of a contiguous array of `shape` read at the indices of `dims` (0: broadcast).
-    shape = (1,) * (4 - len(shape)) + tuple(shape)
-    strides, step = [0, 0, 0, 0], 1
-    for axis in range(3, -1, -1):
-        strides[axis] = step if shape[axis] > 1 else 0
-        step *= shape[axis]
-    return strides
-
-
-def _launch_broadcast(x0, x1, out, mul):
-    dims = (1,) * (4 - out.ndim) + tuple(out.shape)
-    args = (*dims[1:], *_strides(x0.shape, dims), *_strides(x1.shape, dims))
-    _broadcast[blocks(out.size), THREADS](x0.reshape(x0.size), x1.reshape(x1.size), out.reshape(out.size), mul, *args)
-
-
-def broadcast_add(x0, x1, out):
-    _launch_broadcast(x0, x1, out, 0)
-
-
-def broadcast_mul(x0, x1, out):
-    _launch_broadcast(x0, x1, out, 1)
-
-
-@cuda.jit(device=True)
-def _sources(k, t, s):
-    # The input indices i along one axis with min(i, t - 1) == k.
-    return k, (k + 1 if k < t - 1 else s)
-
-
-@cuda.jit(cache=True)
-def _sum_to(x, out, s1, s2, s3, t1, t2, t3):
-    n = x.size // (s1 * s2 * s3)
-    tn = out.size // (t1 * t2 * t3)
-    for o in range(cuda.grid(1), out.size, cuda.gridsize(1)):
-        k0, k1, k2, k3 = unflatten(o, t1, t2, t3)
-        lo0, hi0 = _sources(k0, tn, n)
-        lo1, hi1 = _sources(k1, t1, s1)
-        lo2, hi2 = _sources(k2, t2, s2)
-        lo3, hi3 = _sources(k3, t3, s3)
-        acc = 0.0
-        for i in range(lo0, hi0):
-            for j in range(lo1, hi1):
-                for k in range(lo2, hi2):
-                    base = ((i * s1 + j) * s2 + k) * s3
-                    for m in range(lo3, hi3):
-                        acc += x[base + m]
-        out[o] = acc
-
-
-def sum_to(x, out, s1, s2, s3, t1, t2, t3):
-    _sum_to[blocks(out.size), THREADS](x, out, s1, s2, s3, t1, t2, t3)
-"""
+# The names an elementwise expression gives its inputs (cnnc.backend.chain substitutes them).
+INPUT_NAMES = tuple("abcdefgh")
 
 
 def _padded_dims(t: TensorType) -> tuple[int, int, int]:
@@ -145,19 +54,19 @@ class _Broadcasting(Op):
             return Expr(f" {self.symbol} ".join(INPUT_NAMES[: len(xs)]))
         return None
 
+    def passes_input(self, a, training, out, *xs):
+        return len(xs) == 1 and xs[0] == out  # what is left once identity constants are dropped
+
+    # Equal shapes are lowered from expression() (an elementwise loop); these kernels are for two inputs that broadcast.
     def cpu(self, a, out, *xs):
-        if all(x.shape == out.shape for x in xs) and len(xs) <= len(INPUT_NAMES):
-            expr = f" {self.symbol} ".join(INPUT_NAMES[: len(xs)])
-            return elementwise(f"{self.name}{len(xs)}", expr, len(xs))
         if len(xs) != 2 or xs[0].rank != xs[1].rank:
             raise ShapeError(f"{self.name}: the CPU backend broadcasts two inputs of equal rank, got {', '.join(map(str, xs))}")
-        return CpuKernel(BROADCAST_SOURCE, f"broadcast_{self.name}", (In(0), In(1), OUT))
+        return Kernel("combine", f"broadcast_{self.name}", (In(0), In(1), OUT))
 
     def cuda(self, a, out, *xs):
-        # Equal shapes are rendered from expression(); this kernel is for two inputs that broadcast.
         if len(xs) != 2 or xs[0].rank != xs[1].rank or out.rank > 4:
             raise ShapeError(f"{self.name}: the CUDA backend broadcasts two inputs of equal rank up to 4, got {', '.join(map(str, xs))}")
-        return CudaKernel(BROADCAST_CUDA_SOURCE, f"broadcast_{self.name}", (In(0), In(1), OUT))
+        return Kernel("combine", f"broadcast_{self.name}", (In(0), In(1), OUT))
 
 
 @register
@@ -166,6 +75,10 @@ class Add(_Broadcasting):
 
     name = "add"
     symbol = "+"
+    identity = 0.0
+
+    def fold(self, a, values):
+        return sum(values)
 
     def grad(self, g, dy):
         for i, x in enumerate(g.node.inputs):
@@ -178,6 +91,10 @@ class Mul(_Broadcasting):
 
     name = "mul"
     symbol = "*"
+    identity = 1.0  # mul by 0 is never folded away: 0 * NaN is NaN
+
+    def fold(self, a, values):
+        return math.prod(values)
 
     def grad(self, g, dy):
         inputs = g.node.inputs
@@ -199,11 +116,14 @@ class SumTo(Op):
     def infer(self, a, x):
         return TensorType(tuple(a.shape), x.dtype)
 
+    def passes_input(self, a, training, out, x):
+        return x == out
+
     def cpu(self, a, out, x):
-        return CpuKernel(BROADCAST_SOURCE, "sum_to", (In(0), OUT, *_padded_dims(x), *_padded_dims(out)))
+        return Kernel("combine", "sum_to", (In(0), OUT, *_padded_dims(x), *_padded_dims(out)))
 
     def cuda(self, a, out, x):
-        return CudaKernel(BROADCAST_CUDA_SOURCE, "sum_to", (In(0, flat=True), FLAT_OUT, *_padded_dims(x), *_padded_dims(out)))
+        return Kernel("combine", "sum_to", (In(0, flat=True), FLAT_OUT, *_padded_dims(x), *_padded_dims(out)))
 
 
 def concat_axis(value):
@@ -245,15 +165,14 @@ class Concat(Op):
         return 0
 
     def cpu(self, a, out, *xs):
+        # The inputs as one tuple of flat arrays and their lengths along the axis as one tuple of ints:
+        # the same kernel joins any number of inputs (one compile per number of inputs and dtype).
         inner = _axis_split(out, a.axis)[1]
-        sizes = [_axis_split(x, a.axis)[0] for x in xs]
-        return CpuKernel(_concat_source(len(xs)), f"concat{len(xs)}", (*(In(i, flat=True) for i in range(len(xs))), FLAT_OUT, inner, *sizes))
+        inputs = Pack(tuple(In(i, flat=True) for i in range(len(xs))))
+        sizes = Pack(tuple(_axis_split(x, a.axis)[0] for x in xs))
+        return Kernel("combine", "concat", (inputs, FLAT_OUT, inner, sizes))
 
-    def cuda(self, a, out, *xs):
-        inner = _axis_split(out, a.axis)[1]
-        sizes = [_axis_split(x, a.axis)[0] for x in xs]
-        args = (*(In(i, flat=True) for i in range(len(xs))), FLAT_OUT, inner, *sizes)
-        return CudaKernel(_concat_cuda_source(len(xs)), f"concat{len(xs)}", args)
+    cuda = cpu  # the same entry in cnnc/kernels/cuda/combine.py
 
     def grad(self, g, dy):
         axis = g.node.attrs["axis"]
@@ -279,101 +198,6 @@ def _axis_split(t: TensorType, axis: int) -> tuple[int, int]:
     return shape[p], inner
 
 
-def _concat_source(count: int) -> str:
-    """A concat kernel for `count` inputs: each output row is the inputs' rows laid end to end.
-
-    The source depends on the number of inputs only, so one compile serves every shape.
-    Rows are 2-D views, so the copy loops index with provably non-negative
-    range variables and vectorize.
-    """
-    xs = [f"x{i}" for i in range(count)]
-    ns = [f"n{i}" for i in range(count)]
-    setup, copies = [], []
-    for i in range(count):
-        offset = " + ".join(f"m{j}" for j in range(i)) or "0"
-        setup += [
-            f"    m{i} = {ns[i]} * inner",
-            f"    o{i} = {offset}",
-            f"    v{i} = {xs[i]}.reshape((rows, m{i}))",
-        ]
-        copies += [
-            f"        for q in range(m{i}):",
-            f"            o[r, o{i} + q] = v{i}[r, q]",
-        ]
-    lines = "\n".join(setup)
-    body = "\n".join(copies)
-    return f"""
-@njit(parallel=True, cache=True)
-def concat{count}({", ".join(xs)}, out, inner, {", ".join(ns)}):
-    total = ({" + ".join(ns)}) * inner
-    rows = out.size // total
-    o = out.reshape((rows, total))
-{lines}
-    for r in prange(rows):
-{body}
-"""
-
-
-def _concat_cuda_source(count: int) -> str:
-    """A CUDA concat of `count` inputs: each output element finds the input whose part of the row holds it."""
-    xs = [f"x{i}" for i in range(count)]
-    ns = [f"n{i}" for i in range(count)]
-    setup = [f"    m{i} = {ns[i]} * inner" for i in range(count)]
-    picks = []
-    for i in range(count):
-        before = "".join(f" - m{j}" for j in range(i))  # q minus the parts before input i
-        test = "if" if i == 0 else "elif"
-        line = f"        {test} q{before} < m{i}:" if i < count - 1 else "        else:"
-        picks += [line, f"            out[o] = x{i}[r * m{i} + q{before}]"]
-    lines = "\n".join(setup)
-    body = "\n".join(picks)
-    return f"""
-@cuda.jit(cache=True)
-def _concat{count}({", ".join(xs)}, out, inner, {", ".join(ns)}):
-{lines}
-    total = {" + ".join(f"m{i}" for i in range(count))}
-    for o in range(cuda.grid(1), out.size, cuda.gridsize(1)):
-        r = o // total
-        q = o - r * total
-{body}
-
-
-def concat{count}({", ".join(xs)}, out, inner, {", ".join(ns)}):
-    _concat{count}[blocks(out.size), THREADS]({", ".join(xs)}, out, inner, {", ".join(ns)})
-"""
-
-
-SLICE_SOURCE = """
-@njit(parallel=True, cache=True)
-def slice_axis(x, out, n, inner, start, stop):
-    m = (stop - start) * inner
-    rows = out.size // m
-    o = out.reshape((rows, m))
-    total = n * inner
-    first = start * inner
-    for r in prange(rows):
-        src = x[r * total + first : r * total + first + m]  # one view per row, indexed from 0
-        for q in range(m):
-            o[r, q] = src[q]
-"""
-
-# CUDA: one thread per output element, reading its row's part of the input.
-SLICE_CUDA_SOURCE = """
-@cuda.jit(cache=True)
-def _slice_axis(x, out, n, inner, start, stop):
-    m = (stop - start) * inner
-    total = n * inner
-    first = start * inner
-    for o in range(cuda.grid(1), out.size, cuda.gridsize(1)):
-        r = o // m
-        out[o] = x[r * total + first + o - r * m]
-
-
-def slice_axis(x, out, n, inner, start, stop):
-    _slice_axis[blocks(out.size), THREADS](x, out, n, inner, start, stop)
-"""
-
-
 @register
 class Slice(Op):
     """The range [start, stop) of a value along an axis (the gradient of concat)."""
@@ -396,8 +220,6 @@ class Slice(Op):
 
     def cpu(self, a, out, x):
         n, inner = _axis_split(x, a.axis)
-        return CpuKernel(SLICE_SOURCE, "slice_axis", (In(0, flat=True), FLAT_OUT, n, inner, a.start, a.stop))
+        return Kernel("combine", "slice_axis", (In(0, flat=True), FLAT_OUT, n, inner, a.start, a.stop))
 
-    def cuda(self, a, out, x):
-        n, inner = _axis_split(x, a.axis)
-        return CudaKernel(SLICE_CUDA_SOURCE, "slice_axis", (In(0, flat=True), FLAT_OUT, n, inner, a.start, a.stop))
+    cuda = cpu  # the same entry in cnnc/kernels/cuda/combine.py

@@ -13,6 +13,7 @@ class Input(Op):
     inputs = 0
     internal = True  # not callable from the language: `input` is a statement
     fusion = Fusion.OPAQUE
+    placeholder = True
     attrs = (Attr("type", lambda t: t),)
 
     def infer(self, a):
@@ -24,11 +25,15 @@ class Input(Op):
 
 @register
 class Fill(Op):
-    """A constant tensor: autodiff seeds the loss's gradient with fill(1.0)."""
+    """A constant tensor: autodiff seeds the loss's gradient with fill(1.0).
+
+    It has no kernel: the executor computes constants itself, once, in buffers of their own.
+    """
 
     name = "fill"
     inputs = 0
     internal = True
+    constant = True
     attrs = (Attr("value", float), Attr("shape", tuple, ()))
 
     def infer(self, a):
@@ -38,8 +43,3 @@ class Fill(Op):
 
     def flops(self, a, out):
         return 0
-
-    def cpu(self, a, out):
-        from .templates import fill_kernel
-
-        return fill_kernel(a.value)

@@ -2,331 +2,14 @@
 
 from __future__ import annotations
 
-from ..backend.cpu.kernel import OUT, CpuKernel, In, Value
-from ..backend.cuda.kernel import CudaKernel
+from ..kernels import OUT, In, Kernel, Value
 from .base import Attr, Fusion, IndexRange, Op, ShapeError, TensorType, expect_float, integer, optional, register
-from .templates import indented
 
 SCALAR = TensorType((), "float32")
 NO_LABEL = -(2**62)  # stands for "no ignored label" in kernels
 
-# The pointwise losses per element i of the flat prediction a and target b (kind 0: mse,
-# 1: bce with logits), written once for both targets: the term the loss averages, and the
-# gradient g[i] with respect to input `wrt` (0: a, 1: b) given scale = dy / size.
-POINTWISE_TERM = """
-if kind == 0:  # mse
-    d = a[i] - b[i]
-    term = d * d
-else:  # bce with logits: max(x, 0) - x t + log(1 + exp(-|x|))
-    x = a[i]
-    term = max(x, 0.0) - x * b[i] + math.log1p(math.exp(-abs(x)))
-"""
-
-POINTWISE_GRAD = """
-if kind == 0:
-    d = 2.0 * (a[i] - b[i]) * scale
-    g[i] = d if wrt == 0 else -d
-else:
-    x = a[i]
-    if wrt == 0:
-        s = 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
-        g[i] = (s - b[i]) * scale
-    else:
-        g[i] = -x * scale
-"""
-
-
-def _with_pointwise(source: str) -> str:
-    """The source with the POINTWISE_TERM and POINTWISE_GRAD lines replaced by their code (8 spaces in)."""
-    for name, code in (("POINTWISE_TERM", POINTWISE_TERM), ("POINTWISE_GRAD", POINTWISE_GRAD)):
-        source = source.replace(" " * 8 + name + "\n", indented(code, 8))
-    return source
-
-
-LOSS_SOURCE = """
-@njit(cache=True)
-def _max_and_sum_exp(x, r, c):
-    m = -np.inf
-    for j in range(c):
-        m = max(m, x[r, j])
-    s = 0.0
-    for j in range(c):
-        s += math.exp(x[r, j] - m)
-    return m, s
-
-
-@njit(cache=True)
-def _labelled(t, ignore):
-    count = 0
-    for r in range(t.size):
-        if t[r] != ignore:
-            count += 1
-    return count
-
-
-@njit(parallel=True, cache=True)
-def cross_entropy_with_grad(logits, labels, dy, out, dx, ignore, want_loss, want_grad):
-    # The loss and (scaled by dy) its gradient in one pass: each row's softmax is computed once.
-    c = logits.shape[-1]
-    rows = logits.size // c
-    x = logits.reshape(rows, c)
-    g = dx.reshape(rows, c)
-    t = labels.reshape(-1)
-    count = _labelled(t, ignore)
-    scale = dy[0] / count if count else 0.0
-    losses = np.zeros(rows)
-    for r in prange(rows):
-        label = t[r]
-        if label == ignore:
-            if want_grad:
-                g[r, :] = 0.0
-            continue
-        if label < 0 or label >= c:  # never index with a bad label: NaN, never a wrong number
-            losses[r] = np.nan
-            if want_grad:
-                g[r, :] = np.nan
-            continue
-        m, s = _max_and_sum_exp(x, r, c)
-        if want_loss:
-            losses[r] = math.log(s) + m - x[r, label]
-        if want_grad:
-            for j in range(c):
-                g[r, j] = math.exp(x[r, j] - m) / s * scale
-            g[r, label] -= scale
-    if want_loss:
-        out[0] = losses.sum() / count if count else np.nan
-
-
-@njit(cache=True)
-def cross_entropy(logits, labels, out, ignore):
-    cross_entropy_with_grad(logits, labels, out, out, logits, ignore, True, False)
-
-
-@njit(cache=True)
-def cross_entropy_grad(logits, labels, dy, dx, ignore):
-    cross_entropy_with_grad(logits, labels, dy, dy, dx, ignore, False, True)
-
-
-@njit(parallel=True, cache=True)
-def pointwise_loss(p, t, out, kind):
-    a = p.reshape(-1)
-    b = t.reshape(-1)
-    total = np.zeros(a.size)
-    for i in prange(a.size):
-        POINTWISE_TERM
-        total[i] = term
-    out[0] = total.sum() / a.size
-
-
-@njit(parallel=True, cache=True)
-def pointwise_loss_grad(p, t, dy, dx, kind, wrt):
-    a = p.reshape(-1)
-    b = t.reshape(-1)
-    g = dx.reshape(-1)
-    scale = dy[0] / a.size
-    for i in prange(a.size):
-        POINTWISE_GRAD
-"""
-LOSS_SOURCE = _with_pointwise(LOSS_SOURCE)
-
-
-# The same losses on the GPU. Cross-entropy runs one block per row (a row: one
-# example's, or one pixel's, class scores), reducing its max and sum of
-# exponentials as shared-memory trees; the per-row losses and the labelled count
-# are then reduced by one block each. Pointwise losses sum per block, then once
-# more over the blocks. All sums are float64, like the CPU's.
-LOSS_CUDA_SOURCE = """
-LOSS_PARTS = 1024  # blocks of the first reduction pass of a pointwise loss
-
-
-@cuda.jit(device=True)
-def _tree_sum(sm, t, width):
-    # sm[0] = sum(sm[:width]), width a power of two; every thread of the block calls it after a sync.
-    step = width // 2
-    while step > 0:
-        if t < step:
-            sm[t] += sm[t + step]
-        cuda.syncthreads()
-        step //= 2
-
-
-@cuda.jit(device=True)
-def _tree_max(sm, t, width):
-    step = width // 2
-    while step > 0:
-        if t < step:
-            sm[t] = max(sm[t], sm[t + step])
-        cuda.syncthreads()
-        step //= 2
-
-
-@cuda.jit(cache=True)
-def _labelled(t, ignore, count):
-    sm = cuda.shared.array(THREADS, int64)
-    tid = cuda.threadIdx.x
-    width = cuda.blockDim.x
-    k = 0
-    for r in range(tid, t.size, width):
-        if t[r] != ignore:
-            k += 1
-    sm[tid] = k
-    cuda.syncthreads()
-    _tree_sum(sm, tid, width)
-    if tid == 0:
-        count[0] = sm[0]
-
-
-@cuda.jit(cache=True)
-def _ce_rows(x, t, dy, count, losses, g, C, rows, ignore, want_loss, want_grad):
-    sm = cuda.shared.array(THREADS, float64)
-    tid = cuda.threadIdx.x
-    width = cuda.blockDim.x
-    n = count[0]
-    scale = dy[0] / n if n else 0.0
-    for r in range(cuda.blockIdx.x, rows, cuda.gridDim.x):
-        base = r * C
-        label = t[r]
-        if label == ignore:  # the same for every thread of the block
-            if tid == 0:
-                losses[r] = 0.0
-            if want_grad:
-                for j in range(tid, C, width):
-                    g[base + j] = 0.0
-            continue
-        if label < 0 or label >= C:  # never index with a bad label: NaN, never a wrong number
-            if tid == 0:
-                losses[r] = math.nan
-            if want_grad:
-                for j in range(tid, C, width):
-                    g[base + j] = math.nan
-            continue
-        m = -math.inf
-        for j in range(tid, C, width):
-            m = max(m, float64(x[base + j]))
-        sm[tid] = m
-        cuda.syncthreads()
-        _tree_max(sm, tid, width)
-        m = sm[0]
-        cuda.syncthreads()
-        s = 0.0
-        for j in range(tid, C, width):
-            s += math.exp(x[base + j] - m)
-        sm[tid] = s
-        cuda.syncthreads()
-        _tree_sum(sm, tid, width)
-        s = sm[0]
-        cuda.syncthreads()  # sm is refilled by the next row
-        if want_loss and tid == 0:
-            losses[r] = math.log(s) + m - x[base + label]
-        if want_grad:
-            for j in range(tid, C, width):
-                v = math.exp(x[base + j] - m) / s * scale
-                g[base + j] = v - scale if j == label else v
-
-
-@cuda.jit(device=True)
-def _block_sum(values, sm):
-    # The sum of all values, by one block (sm: a shared float64 array of blockDim.x); every thread gets it.
-    tid = cuda.threadIdx.x
-    width = cuda.blockDim.x
-    s = 0.0
-    for r in range(tid, values.size, width):
-        s += values[r]
-    sm[tid] = s
-    cuda.syncthreads()
-    _tree_sum(sm, tid, width)
-    return sm[0]
-
-
-@cuda.jit(cache=True)
-def _ce_mean(losses, count, out):
-    sm = cuda.shared.array(THREADS, float64)
-    total = _block_sum(losses, sm)
-    if cuda.threadIdx.x == 0:
-        out[0] = total / count[0] if count[0] else math.nan
-
-
-def _width(n):
-    # A power of two from a warp to a full block: threads for n items, one or more each.
-    width = 32
-    while width < n and width < THREADS:
-        width *= 2
-    return width
-
-
-def cross_entropy_with_grad(logits, labels, dy, out, dx, ignore, want_loss, want_grad):
-    C = logits.shape[logits.ndim - 1]  # (the simulator's shapes take no negative index)
-    rows = logits.size // C
-    x = logits.reshape(logits.size)
-    t = labels.reshape(labels.size)
-    g = dx.reshape(dx.size)
-    count = cuda.device_array(1, np.int64)
-    _labelled[1, _width(rows)](t, ignore, count)
-    losses = cuda.device_array(rows, np.float64)
-    _ce_rows[grid(rows), _width(C)](x, t, dy.reshape(dy.size), count, losses, g, C, rows, ignore,
-                                                   want_loss, want_grad)
-    if want_loss:
-        _ce_mean[1, _width(rows)](losses, count, out.reshape(out.size))
-
-
-def cross_entropy(logits, labels, out, ignore):
-    cross_entropy_with_grad(logits, labels, out, out, logits, ignore, True, False)
-
-
-def cross_entropy_grad(logits, labels, dy, dx, ignore):
-    cross_entropy_with_grad(logits, labels, dy, dy, dx, ignore, False, True)
-
-
-@cuda.jit(cache=True)
-def _pointwise_parts(a, b, parts, kind, n):
-    sm = cuda.shared.array(THREADS, float64)
-    tid = cuda.threadIdx.x
-    s = 0.0
-    for i in range(cuda.grid(1), n, cuda.gridsize(1)):
-        POINTWISE_TERM
-        s += term
-    sm[tid] = s
-    cuda.syncthreads()
-    _tree_sum(sm, tid, THREADS)
-    if tid == 0:
-        parts[cuda.blockIdx.x] = sm[0]
-
-
-@cuda.jit(cache=True)
-def _pointwise_mean(parts, out, n):
-    sm = cuda.shared.array(THREADS, float64)
-    total = _block_sum(parts, sm)
-    if cuda.threadIdx.x == 0:
-        out[0] = total / n
-
-
-def pointwise_loss(p, t, out, kind):
-    n = p.size
-    chunks = min(blocks(n), LOSS_PARTS)
-    parts = cuda.device_array(chunks, np.float64)
-    _pointwise_parts[chunks, THREADS](p.reshape(n), t.reshape(n), parts, kind, n)
-    _pointwise_mean[1, _width(chunks)](parts, out.reshape(out.size), n)
-
-
-@cuda.jit(cache=True)
-def _pointwise_grad(a, b, dy, g, kind, wrt, n):
-    scale = dy[0] / n
-    for i in range(cuda.grid(1), n, cuda.gridsize(1)):
-        POINTWISE_GRAD
-
-
-def pointwise_loss_grad(p, t, dy, dx, kind, wrt):
-    n = p.size
-    _pointwise_grad[blocks(n), THREADS](p.reshape(n), t.reshape(n), dy.reshape(dy.size), dx.reshape(n), kind, wrt, n)
-"""
-LOSS_CUDA_SOURCE = _with_pointwise(LOSS_CUDA_SOURCE)
-
-
-def _kernel(target: str, entry: str, args: tuple):
-    """The CPU or CUDA kernel of a loss entry (both sources define the same entries)."""
-    if target == "cuda":
-        return CudaKernel(LOSS_CUDA_SOURCE, entry, args)
-    return CpuKernel(LOSS_SOURCE, entry, args)
+# The kernels: cnnc/kernels/cpu/loss.py and cnnc/kernels/cuda/loss.py, which define the same
+# entries; the pointwise losses' numerics, written once for both, in cnnc/kernels/shared/loss.py.
 
 
 @register
@@ -339,7 +22,17 @@ class CrossEntropy(Op):
     name = "cross_entropy"
     inputs = 2
     fusion = Fusion.REDUCTION
-    attrs = (Attr("ignore", optional(integer), None, doc="a label value to leave out"),)
+    attrs = (Attr("ignore", optional(integer), None),)
+
+    def siblings(self, graph, node, taken):
+        # The loss and its gradient (seeded with a constant, as a training step's is) in one pass.
+        grads = [m.name for m in graph.consumers(node.inputs[0]) if m.op.name == "cross_entropy_grad"
+                 and m.inputs[:2] == node.inputs and graph[m.inputs[2]].op.constant and m.name not in taken]
+        return ("cross_entropy", node.name, [node.name, grads[0]]) if grads else None
+
+    def siblings_kernel(self, graph, members, target):
+        loss, grad = (graph[m] for m in members)
+        return cross_entropy_with_grad_kernel(loss, grad, target)
 
     def infer(self, a, logits, labels):
         expect_float(self.name, logits)
@@ -360,20 +53,19 @@ class CrossEntropy(Op):
         return {1: _label_range(a, logits)}
 
     def cpu(self, a, out, logits, labels):
-        return _kernel("cpu", "cross_entropy", (In(0), In(1), OUT, _ignore(a)))
+        return Kernel("loss", "cross_entropy", (In(0), In(1), OUT, _ignore(a)))
 
-    def cuda(self, a, out, logits, labels):
-        return _kernel("cuda", "cross_entropy", (In(0), In(1), OUT, _ignore(a)))
+    cuda = cpu  # the same entry in cnnc/kernels/cuda/loss.py
 
     def grad(self, g, dy):
         g.input_grad(0, g.apply("cross_entropy_grad", [g.node.inputs[0], g.node.inputs[1], dy], ignore=g.node.attrs["ignore"]))
 
 
-def cross_entropy_with_grad_kernel(loss, grad, target: str = "cpu"):
+def cross_entropy_with_grad_kernel(loss, grad, target: str = "cpu") -> Kernel:
     """cross_entropy and cross_entropy_grad (nodes) of the same logits and labels as one kernel
-    (a CpuKernel, or a CudaKernel for target "cuda")."""
-    return _kernel(
-        target,
+    (the same entry on both targets)."""
+    return Kernel(
+        "loss",
         "cross_entropy_with_grad",
         (In(0), In(1), Value(grad.inputs[2], flat=False), Value(loss.name, flat=False), Value(grad.name, flat=False),
          _ignore(loss.attrs), True, True),
@@ -405,10 +97,9 @@ class CrossEntropyGrad(Op):
         return {1: _label_range(a, logits)}
 
     def cpu(self, a, out, logits, labels, dy):
-        return _kernel("cpu", "cross_entropy_grad", (In(0), In(1), In(2), OUT, _ignore(a)))
+        return Kernel("loss", "cross_entropy_grad", (In(0), In(1), In(2), OUT, _ignore(a)))
 
-    def cuda(self, a, out, logits, labels, dy):
-        return _kernel("cuda", "cross_entropy_grad", (In(0), In(1), In(2), OUT, _ignore(a)))
+    cuda = cpu  # the same entry in cnnc/kernels/cuda/loss.py
 
 
 class _PointwiseLoss(Op):
@@ -428,10 +119,9 @@ class _PointwiseLoss(Op):
     kind = 0
 
     def cpu(self, a, out, pred, target):
-        return _kernel("cpu", "pointwise_loss", (In(0), In(1), OUT, self.kind))
+        return Kernel("loss", "pointwise_loss", (In(0), In(1), OUT, self.kind))
 
-    def cuda(self, a, out, pred, target):
-        return _kernel("cuda", "pointwise_loss", (In(0), In(1), OUT, self.kind))
+    cuda = cpu  # the same entry in cnnc/kernels/cuda/loss.py
 
     def grad(self, g, dy):
         for wrt in (0, 1):
@@ -452,10 +142,9 @@ class PointwiseLossGrad(Op):
         return (pred, target)[a.wrt]
 
     def cpu(self, a, out, pred, target, dy):
-        return _kernel("cpu", "pointwise_loss_grad", (In(0), In(1), In(2), OUT, a.kind, a.wrt))
+        return Kernel("loss", "pointwise_loss_grad", (In(0), In(1), In(2), OUT, a.kind, a.wrt))
 
-    def cuda(self, a, out, pred, target, dy):
-        return _kernel("cuda", "pointwise_loss_grad", (In(0), In(1), In(2), OUT, a.kind, a.wrt))
+    cuda = cpu  # the same entry in cnnc/kernels/cuda/loss.py
 
 
 @register

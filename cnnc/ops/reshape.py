@@ -4,57 +4,10 @@ from __future__ import annotations
 
 import math
 
-from ..backend.cpu.kernel import FLAT_OUT, OUT, CpuKernel, In
-from ..backend.cuda.kernel import CudaKernel
-from ..backend.layout import is_channels_last
-from .base import Attr, Fusion, Op, ShapeError, TensorType, int_list, register
 from ..graph import BATCH
-
-# Reshaping follows the logical (NCHW) element order, whatever the physical layouts.
-# A serial copy: cheap next to the layers around it, and quick to compile.
-RESHAPE_SOURCE = """
-@njit(cache=True)
-def reshape(x, out, in_chw, ic, ih, iw, out_chw, oc, oh, ow):
-    n = x.shape[0]
-    per = x.size // n
-    xf = x.reshape((n, per))
-    of = out.reshape((n, per))
-    for s in range(n):
-        for j in range(per):
-            src = j
-            if in_chw:  # logical (c, h, w) -> physical (h, w, c)
-                c = j // (ih * iw)
-                r = j - c * ih * iw
-                src = r * ic + c
-            dst = j
-            if out_chw:
-                c = j // (oh * ow)
-                r = j - c * oh * ow
-                dst = r * oc + c
-            of[s, dst] = xf[s, src]
-"""
-
-# CUDA: one thread per output element (flat), which finds its logical index and
-# reads the input element holding it, so writes are coalesced.
-RESHAPE_CUDA_SOURCE = """
-@cuda.jit(cache=True)
-def _reshape(x, out, per, in_chw, ic, ih, iw, out_chw, oc, oh, ow):
-    for i in range(cuda.grid(1), out.size, cuda.gridsize(1)):
-        s = i // per
-        j = i - s * per  # physical position in the output example
-        if out_chw:  # physical (h, w, c) -> logical (c, h, w)
-            c = j % oc
-            j = c * oh * ow + j // oc
-        src = j
-        if in_chw:  # logical (c, h, w) -> physical (h, w, c)
-            c = j // (ih * iw)
-            src = (j - c * ih * iw) * ic + c
-        out[i] = x[s * per + src]
-
-
-def reshape(x, out, in_chw, ic, ih, iw, out_chw, oc, oh, ow, per):
-    _reshape[blocks(out.size), THREADS](x, out, per, in_chw, ic, ih, iw, out_chw, oc, oh, ow)
-"""
+from ..kernels import FLAT_OUT, OUT, In, Kernel
+from ..layout import is_channels_last
+from .base import Attr, Fusion, Op, ShapeError, TensorType, int_list, register
 
 
 def _chw(t: TensorType) -> tuple[bool, int, int, int]:
@@ -63,25 +16,23 @@ def _chw(t: TensorType) -> tuple[bool, int, int, int]:
     return (False, 1, 1, 1)
 
 
-def reshape_kernel(out: TensorType, x: TensorType) -> CpuKernel:
-    return CpuKernel(RESHAPE_SOURCE, "reshape", (In(0), OUT, *_chw(x), *_chw(out)))
-
-
-def reshape_cuda_kernel(out: TensorType, x: TensorType) -> CudaKernel:
-    return CudaKernel(RESHAPE_CUDA_SOURCE, "reshape", (In(0, flat=True), FLAT_OUT, *_chw(x), *_chw(out), x.sample_elements()))
-
-
 class _Reshaping(Op):
     fusion = Fusion.INJECTIVE
+    logical_view = True
 
     def flops(self, a, out, x):
         return 0
 
+    def passes_input(self, a, training, out, x):
+        return x == out
+
+    # Reshaping follows the logical (NCHW) element order, whatever the physical layouts
+    # (cnnc/kernels/<target>/reshape.py).
     def cpu(self, a, out, x):
-        return reshape_kernel(out, x)
+        return Kernel("reshape", "reshape", (In(0), OUT, *_chw(x), *_chw(out)))
 
     def cuda(self, a, out, x):
-        return reshape_cuda_kernel(out, x)
+        return Kernel("reshape", "reshape", (In(0, flat=True), FLAT_OUT, *_chw(x), *_chw(out), x.sample_elements()))
 
     def grad(self, g, dy):
         g.input_grad(0, g.apply("reshape", [dy], shape=g.type_of(g.node.inputs[0]).sample_shape))
@@ -104,7 +55,7 @@ class Reshape(_Reshaping):
     """Reshape one example to `shape` (one entry may be -1: inferred)."""
 
     name = "reshape"
-    attrs = (Attr("shape", int_list, doc="the new shape of one example, e.g. [16, 25]"),)
+    attrs = (Attr("shape", int_list),)
 
     def infer(self, a, x):
         if not x.batched:

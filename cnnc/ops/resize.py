@@ -1,18 +1,29 @@
 """Resizing: upsample by nearest-neighbour or bilinear interpolation, and its gradient.
 
-Both modes are separable linear maps of the input, so the kernels are the ones
-the average pools use (pool.LINEAR_MAP_SOURCE and, on the GPU,
-pool.LINEAR_MAP_CUDA_SOURCE: one compiled module serves both families); only
-the per-axis taps differ (`_nearest_axis`, `_bilinear_axis`).
+Both modes are separable linear maps of the input, so the kernels
+(cnnc/kernels/{cpu,cuda}/resize.py) apply the map the average pools use
+(cnnc/kernels/{cpu,cuda}/pool.py); only the per-axis taps differ
+(cnnc/kernels/shared/resize.py: `nearest_axis`, `bilinear_axis`).
 """
 
 from __future__ import annotations
 
-from ..backend.cpu.kernel import OUT, CpuKernel, In
-from ..backend.cuda.kernel import CudaKernel
-from .base import Attr, Fusion, Op, ShapeError, TensorType, boolean, expect_float, expect_rank, one_of, optional, positive_pair, register
-from .pool import LINEAR_MAP_CUDA_SOURCE, LINEAR_MAP_SOURCE
 from ..graph import BATCH
+from ..kernels import OUT, In, Kernel
+from .base import (
+    Attr,
+    Fusion,
+    Op,
+    ShapeError,
+    TensorType,
+    boolean,
+    expect_float,
+    expect_rank,
+    one_of,
+    optional,
+    positive_pair,
+    register,
+)
 
 
 @register
@@ -22,10 +33,10 @@ class Upsample(Op):
     name = "upsample"
     fusion = Fusion.INJECTIVE
     attrs = (
-        Attr("scale", optional(positive_pair), None, doc="integer factor, n or [sh, sw]"),
+        Attr("scale", optional(positive_pair), None),
         Attr("mode", one_of("nearest", "bilinear"), "nearest"),
-        Attr("size", optional(positive_pair), None, doc="output size instead of a scale"),
-        Attr("align_corners", boolean, False, doc="bilinear only"),
+        Attr("size", optional(positive_pair), None),
+        Attr("align_corners", boolean, False),
     )
 
     def infer(self, a, x):
@@ -45,10 +56,9 @@ class Upsample(Op):
     # An integer scale gives out = in * scale, so in / out is PyTorch's 1 / scale_factor:
     # the kernels need only the two sizes.
     def cpu(self, a, out, x):
-        return CpuKernel(LINEAR_MAP_SOURCE, "upsample", (In(0), OUT, int(a.mode == "bilinear"), int(a.align_corners)))
+        return Kernel("resize", "upsample", (In(0), OUT, int(a.mode == "bilinear"), int(a.align_corners)))
 
-    def cuda(self, a, out, x):
-        return CudaKernel(LINEAR_MAP_CUDA_SOURCE, "upsample", (In(0), OUT, int(a.mode == "bilinear"), int(a.align_corners)))
+    cuda = cpu  # the same entry in cnnc/kernels/cuda/resize.py
 
     def grad(self, g, dy):
         if g.needs_input_grad(0):
@@ -70,7 +80,6 @@ class UpsampleGrad(Op):
         return TensorType((BATCH, dy.shape[1], *a.in_size), dy.dtype)
 
     def cpu(self, a, out, dy):
-        return CpuKernel(LINEAR_MAP_SOURCE, "upsample_grad", (In(0), OUT, int(a.mode == "bilinear"), int(a.align_corners)))
+        return Kernel("resize", "upsample_grad", (In(0), OUT, int(a.mode == "bilinear"), int(a.align_corners)))
 
-    def cuda(self, a, out, dy):
-        return CudaKernel(LINEAR_MAP_CUDA_SOURCE, "upsample_grad", (In(0), OUT, int(a.mode == "bilinear"), int(a.align_corners)))
+    cuda = cpu  # the same entry in cnnc/kernels/cuda/resize.py

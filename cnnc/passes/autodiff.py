@@ -21,7 +21,7 @@ from ..ops.base import Attrs
 class GradContext:
     """What a grad rule may do while it differentiates one node."""
 
-    def __init__(self, builder: "_Backward", node: Node):
+    def __init__(self, builder: _Backward, node: Node):
         self._b = builder
         self.node = node
 
@@ -77,7 +77,7 @@ class _Backward:
         name = f"{forward.name}.grad{self.counter}:{op_name}"
         bound = Attrs(attrs)
         out = op.infer(bound, *(self.graph[i].type for i in inputs))
-        self.graph.add(Node(name, op, bound, list(inputs), out, dict(params), forward.loc))
+        self.graph.add(Node(name, op, bound, list(inputs), out, dict(params), forward.loc, forward.name))
         return name
 
     def contribute(self, target: str, value: str) -> None:
@@ -109,7 +109,7 @@ def differentiate(graph: Graph, loss: str, wrt_inputs: tuple[str, ...] = ()) -> 
     forward_nodes = g.nodes()
     position = {node.name: i for i, node in enumerate(forward_nodes)}
     for node in reversed(forward_nodes[: position[loss] + 1]):
-        if node.name not in backward.requires or node.op.name == "input":
+        if node.name not in backward.requires or not node.op.computed:
             continue
         if node.name == loss:
             dy = backward.add(node, "fill", [], {"value": 1.0, "shape": ()}, {})  # d(loss)/d(loss)

@@ -23,137 +23,40 @@ when it would raise the planned peak memory, or when the group already holds
 MAX_CHAIN elementwise ops: a long chain becomes several kernels of equal length
 (whose generated source is the same, so the kernel cache compiles it once)
 rather than one expression whose compile time and memory grow with the chain.
-The result is the same graph with `graph.groups` (in execution order) and
-`graph.decisions` set.
+The result is a Schedule (cnnc.passes.schedule): the graph, its groups in
+execution order and the decisions.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
-
-import networkx as nx
-
 from ..graph import Graph
 from ..ops.base import Fusion
-from .memory import Kernel, plan_memory, value_bytes
+from .memory import kernels, plan_memory, value_bytes
+from .schedule import Decision, Group, Schedule, in_order, is_elementwise, is_view, kept, materialized, views
 
 # The most elementwise ops one group runs after its anchor (and again after batch statistics).
 MAX_CHAIN = 32
-
-
-@dataclass
-class Group:
-    """Nodes computed by one kernel.
-
-    kind:   "single", "epilogue" (anchor + elementwise chain), "elementwise" (a loop),
-            "batchnorm" (optional anchor + chain + batchnorm statistics + chain),
-            or "horizontal" (sibling reductions, `pattern` names which).
-    nodes:  members in execution order; `outputs` are those read outside the group.
-    """
-
-    name: str
-    kind: str
-    nodes: list[str]
-    anchor: str | None = None
-    pre: list[str] = field(default_factory=list)
-    tail: str | None = None
-    post: list[str] = field(default_factory=list)
-    pattern: str = ""
-    outputs: list[str] = field(default_factory=list)
-
-    @property
-    def end(self) -> str:
-        return self.nodes[-1]
-
-
-@dataclass
-class Decision:
-    """One fusion considered: `node` into the group `group`, fused or refused and why."""
-
-    node: str
-    group: str
-    rule: str
-    fused: bool
-    reason: str = ""
-
-
-def _is_elementwise(graph: Graph, name: str) -> bool:
-    node = graph[name]
-    if node.op.fusion not in (Fusion.ELEMENTWISE, Fusion.BROADCAST):
-        return False
-    return node.op.expression(node.attrs, node.type, *(graph[i].type for i in node.inputs)) is not None
 
 
 def _hosts_epilogue(graph: Graph, name: str) -> bool:
     return graph[name].op.fusion == Fusion.OUT_ELEMWISE_FUSABLE
 
 
-def is_view(graph: Graph, name: str) -> bool:
-    """A reshape that keeps the physical element order: the output is the input's buffer."""
-    from ..backend.layout import is_channels_last
-
-    node = graph[name]
-    if node.op.name not in ("flatten", "reshape"):
-        return False
-
-    def plain(t) -> bool:  # physical order equals logical order
-        return not is_channels_last(t) or tuple(t.shape[2:]) == (1, 1)
-
-    x = graph[node.inputs[0]].type
-    return plain(x) and plain(node.type) and x.dtype == node.type.dtype
-
-
-def _kept(graph: Graph) -> set[str]:
-    return set(graph.outputs.values()) | set(graph.grads.values()) | set(graph.input_grads.values())
-
-
 # -- sibling reductions --------------------------------------------------------
 
-_GRAD_NAME = re.compile(r"(.*)\.grad\d+:\w+$")
-
-
-def _forward_of(name: str) -> str:
-    """The forward node a backward node differentiates (autodiff names it `<forward>.grad<k>:<op>`)."""
-    m = _GRAD_NAME.match(name)
-    return m.group(1) if m else name
-
-
 def _horizontal(graph: Graph) -> list[Group]:
-    groups = []
-    by_dy: dict[str, list[str]] = {}
-    for node in graph.nodes():
-        if node.op.name == "bias_grad":
-            by_dy.setdefault(node.inputs[0], []).append(node.name)
+    """Sibling reductions over the same operands, one kernel each, as their ops declare them
+    (batchnorm's three gradients; dense's weight and bias gradients; cross-entropy with its gradient)."""
+    groups: list[Group] = []
     taken: set[str] = set()
     for node in graph.nodes():
-        name = node.name
-        if node.op.name in ("batchnorm_grad_weight", "batchnorm_grad_input") and name not in taken:
-            x, dy = node.inputs
-            fwd = _forward_of(name)
-            members = [
-                m.name
-                for m in graph.consumers(dy)
-                if m.op.name in ("batchnorm_grad_weight", "batchnorm_grad_input")
-                and m.inputs == [x, dy]
-                and _forward_of(m.name) == fwd
-            ]
-            members += [b for b in by_dy.get(dy, []) if _forward_of(b) == fwd]
-            if len(members) > 1:
-                groups.append(Group(fwd + ".grad", "horizontal", members, pattern="batchnorm_grad"))
-                taken.update(members)
-        elif node.op.name == "dense_grad_weight":
-            dy = node.inputs[1]
-            fwd = _forward_of(name)
-            bias = [b for b in by_dy.get(dy, []) if _forward_of(b) == fwd and b not in taken]
-            if bias:
-                groups.append(Group(fwd + ".grad_params", "horizontal", [name, bias[0]], pattern="dense_grad"))
-                taken.update([name, bias[0]])
-        elif node.op.name == "cross_entropy_grad":
-            loss = [m.name for m in graph.consumers(node.inputs[0]) if m.op.name == "cross_entropy" and m.inputs == node.inputs[:2]]
-            if loss and graph[node.inputs[2]].op.name == "fill":
-                groups.append(Group(loss[0], "horizontal", [loss[0], name], pattern="cross_entropy"))
-                taken.update([loss[0], name])
+        if node.name in taken:
+            continue
+        found = node.op.siblings(graph, node, taken)
+        if found is not None:
+            pattern, name, members = found
+            groups.append(Group(name, "horizontal", members, pattern=pattern))
+            taken.update(members)
     return groups
 
 
@@ -169,7 +72,7 @@ class _Fuser:
         self.group_of: dict[str, Group] = {}
         self.groups: list[Group] = []
         self.decisions: list[Decision] = []
-        self.kept = _kept(graph)
+        self.kept = kept(graph)
 
     def add(self, group: Group) -> Group:
         self.groups.append(group)
@@ -234,7 +137,7 @@ class _Fuser:
     def _peak(self, groups: list[Group]) -> int:
         """The planned peak of running `groups`; values they read but do not write are there at the start."""
         graph = self.graph
-        ks = kernels(graph, schedule(graph, groups, self.order), self.kept)
+        ks = kernels(Schedule(graph, in_order(graph, groups, self.order)), self.kept)
         written = {n for k in ks for n in k.writes}
         present = [n for n in dict.fromkeys(r for k in ks for r in k.reads) if n not in written]
         sizes = {n: value_bytes(graph, n, 1, 4) for n in [*present, *written]}
@@ -313,13 +216,13 @@ class _Fuser:
             name = node.name
             if name in self.group_of:
                 continue
-            if node.op.name in ("input", "fill"):
+            if not node.op.computed:
                 continue
             if is_view(graph, name):
                 self.add(Group(name, "view", [name]))
-            elif node.op.name == "batchnorm" and self.training:
+            elif node.op.batch_statistics and self.training:
                 self.batchnorm(name)
-            elif _is_elementwise(graph, name):
+            elif is_elementwise(graph, name):
                 self.elementwise(name)
             elif _hosts_epilogue(graph, name):
                 self.add(Group(name, "epilogue", [name], anchor=name))
@@ -330,119 +233,15 @@ class _Fuser:
                 group.kind = "single"  # an anchor with no epilogue beyond its own bias
             if group.kind == "elementwise" and len(group.nodes) == 1:
                 group.kind = "single"
-        return self._schedule(self.groups)
-
-    def _schedule(self, groups: list[Group]) -> list[Group]:
-        """Groups in an order where every group runs after its inputs' groups."""
-        return schedule(self.graph, groups, self.order)
+        return in_order(graph, self.groups, self.order)
 
 
-def schedule(graph: Graph, groups: list[Group], order: dict[str, int] | None = None) -> list[Group]:
-    """`order`: every node's topological position, when the caller has it."""
-    owner = {name: k for k, g in enumerate(groups) for name in g.nodes}
-    if order is None:
-        order = {node.name: k for k, node in enumerate(graph.nodes())}
-    dag = nx.DiGraph()
-    dag.add_nodes_from(range(len(groups)))
-    for k, g in enumerate(groups):
-        for name in g.nodes:
-            for i in graph[name].inputs:
-                j = owner.get(i)
-                if j is not None and j != k:
-                    dag.add_edge(j, k)
-    first = [min(order[n] for n in g.nodes) for g in groups]
-    return [groups[k] for k in nx.lexicographical_topological_sort(dag, key=lambda k: first[k])]
-
-
-def materialized(graph: Graph, group: Group, kept: set[str] | None = None) -> list[str]:
-    """Members whose values are read outside the group (or by the caller); `kept`: `_kept(graph)`."""
-    members = set(group.nodes)
-    kept = _kept(graph) if kept is None else kept
-    out = []
-    for name in group.nodes:
-        if name in kept or any(c.name not in members for c in graph.consumers(name)):
-            out.append(name)
-    if group.kind == "batchnorm":  # the normalizing pass reads the statistics' input again
-        x = graph[group.tail].inputs[0]
-        if x in members and x not in out:
-            out.append(x)
-    return out
-
-
-def fuse(graph: Graph, training: bool) -> Graph:
-    """Set `graph.groups` (execution order) and `graph.decisions`; returns the graph."""
+def fuse(graph: Graph, training: bool) -> Schedule:
+    """The schedule of `graph`: its fused groups in execution order, and the decisions taken."""
     fuser = _Fuser(graph, training)
     groups = fuser.run()
     for group in groups:
         group.outputs = materialized(graph, group, fuser.kept)
-    graph.groups = groups
-    graph.decisions = fuser.decisions
-    return graph
+    return Schedule(graph, groups, fuser.decisions)
 
 
-def singles(graph: Graph) -> Graph:
-    """Every node its own kernel (the unfused schedule)."""
-    graph.groups = single_groups(graph)
-    graph.decisions = []
-    return graph
-
-
-def single_groups(graph: Graph) -> list[Group]:
-    """The groups of the unfused schedule, leaving the graph as it is."""
-    return [Group(n.name, "single", [n.name], outputs=[n.name]) for n in graph.nodes() if n.op.name not in ("input", "fill")]
-
-
-def views(graph: Graph, groups: list[Group]) -> dict[str, str]:
-    """View name -> the value whose buffer it is (following chains of views)."""
-    alias = {g.name: graph[g.name].inputs[0] for g in groups if g.kind == "view"}
-    out = {}
-    for name, src in alias.items():
-        while src in alias:
-            src = alias[src]
-        out[name] = src
-    return out
-
-
-def kernels(graph: Graph, groups: list[Group], kept: set[str] | None = None) -> list[Kernel]:
-    """The planner's view of a schedule: what each kernel reads and writes (views read their source).
-
-    `kept`: `_kept(graph)`, when the caller has it.
-    """
-    alias = views(graph, groups)
-    kept = _kept(graph) if kept is None else kept
-    out = []
-    for group in groups:
-        if group.kind == "view":
-            continue
-        members = set(group.nodes)
-        outputs = group.outputs or materialized(graph, group, kept)
-        reads = [alias.get(i, i) for name in group.nodes for i in graph[name].inputs if i not in members]
-        if group.kind == "batchnorm":
-            reads += [graph[group.tail].inputs[0]]
-        in_place = None
-        if group.kind in ("elementwise", "single") and _is_elementwise(graph, group.end):
-            first = graph[group.nodes[0]].inputs
-            if first and first[0] not in members and graph[first[0]].op.name not in ("input", "fill"):
-                in_place = (group.end, first[0])
-        elif group.kind == "batchnorm":  # the normalizing pass reads x[i], then writes o[i]
-            in_place = (group.end, graph[group.tail].inputs[0])
-        out.append(Kernel(group.name, reads, outputs, in_place))
-    return out
-
-
-def plan_groups(
-    graph: Graph, groups: list[Group], batch: int, float_itemsize: int, exclude: set[str] = frozenset(), reuse: bool = True
-):
-    """The memory plan of a schedule (values in `exclude` live elsewhere, e.g. the gradient arena)."""
-    ks = kernels(graph, groups)
-    sizes = {}
-    for k in ks:
-        for name in k.writes:
-            if name not in exclude:
-                sizes[name] = value_bytes(graph, name, batch, float_itemsize)
-    inputs = [n for n in graph.inputs.values()]
-    for name in inputs:
-        sizes[name] = value_bytes(graph, name, batch, float_itemsize)
-    alias = views(graph, groups)
-    keep = {alias.get(n, n) for n in set(graph.outputs.values()) | set(graph.input_grads.values())}
-    return plan_memory(ks, sizes, inputs, keep, reuse)

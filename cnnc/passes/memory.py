@@ -134,3 +134,50 @@ def value_bytes(graph: Graph, name: str, batch: int, float_itemsize: int) -> int
     for d in t.concrete(batch):
         n *= d
     return max(n, 1) * itemsize
+
+
+def kernels(schedule, kept_values: set[str] | None = None) -> list[Kernel]:
+    """The planner's view of a schedule: what each kernel reads and writes (views read their source).
+
+    `kept_values`: `kept(graph)`, when the caller has it.
+    """
+    from .schedule import is_elementwise, kept, materialized, views
+
+    graph, groups = schedule.graph, schedule.groups
+    alias = views(graph, groups)
+    kept_values = kept(graph) if kept_values is None else kept_values
+    out = []
+    for group in groups:
+        if group.kind == "view":
+            continue
+        members = set(group.nodes)
+        outputs = group.outputs or materialized(graph, group, kept_values)
+        reads = [alias.get(i, i) for name in group.nodes for i in graph[name].inputs if i not in members]
+        if group.kind == "batchnorm":
+            reads += [graph[group.tail].inputs[0]]
+        in_place = None
+        if group.kind in ("elementwise", "single") and is_elementwise(graph, group.end):
+            first = graph[group.nodes[0]].inputs
+            if first and first[0] not in members and graph[first[0]].op.computed:
+                in_place = (group.end, first[0])
+        elif group.kind == "batchnorm":  # the normalizing pass reads x[i], then writes o[i]
+            in_place = (group.end, graph[group.tail].inputs[0])
+        out.append(Kernel(group.name, reads, outputs, in_place))
+    return out
+
+
+def plan_schedule(schedule, batch: int, float_itemsize: int, exclude: set[str] = frozenset(), reuse: bool = True) -> MemoryPlan:
+    """The memory plan of a schedule at one batch size (values in `exclude` live elsewhere, e.g. the gradient arena)."""
+    graph = schedule.graph
+    ks = kernels(schedule)
+    sizes = {}
+    for k in ks:
+        for name in k.writes:
+            if name not in exclude:
+                sizes[name] = value_bytes(graph, name, batch, float_itemsize)
+    inputs = [n for n in graph.inputs.values()]
+    for name in inputs:
+        sizes[name] = value_bytes(graph, name, batch, float_itemsize)
+    alias = schedule.views()
+    keep = {alias.get(n, n) for n in set(graph.outputs.values()) | set(graph.input_grads.values())}
+    return plan_memory(ks, sizes, inputs, keep, reuse)

@@ -1,37 +1,36 @@
-"""The middle of the compiler: from a (differentiated) graph to a scheduled one.
+"""The middle of the compiler: from a (differentiated) graph to a schedule.
 
     specialize the mode -> simplify, fold, CSE, DCE -> fuse (groups, in order)
 
-The memory plan is made per batch size by the backend (cnnc.passes.fuse.plan_groups).
+The result is a Schedule (cnnc.passes.schedule); its memory plan is made per
+batch size (Schedule.plan).
 """
 
 from __future__ import annotations
 
-from ..graph import Graph, Node
-from ..ops import REGISTRY
+from dataclasses import replace
+
+from ..graph import Graph
 from .fuse import fuse as fuse_groups
-from .fuse import singles
+from .rewrite import replace_node
+from .schedule import Schedule, unfused
 from .simplify import simplify_in_place
 
 
 def specialize(graph: Graph, training: bool) -> Graph:
-    """A copy for one mode: in eval mode batchnorm becomes its elementwise inference form."""
+    """A copy for one mode: ops whose form depends on it (batchnorm) take their form for the mode."""
     g = graph.copy()
-    if training:
-        return g
-    from .rewrite import replace_node
-
     for node in g.nodes():
-        if node.op.name == "batchnorm":
-            op = REGISTRY["batchnorm_inference"]
-            replace_node(g, node.name, Node(node.name, op, node.attrs, list(node.inputs), node.type, dict(node.params), node.loc))
+        op = node.op.specialized(training)
+        if op is not node.op:
+            replace_node(g, node.name, replace(node, op=op, inputs=list(node.inputs), params=dict(node.params)))
     return g
 
 
-def optimize(graph: Graph, training: bool, fuse: bool = True) -> Graph:
-    """The scheduled graph for one mode; `fuse=False` keeps every node as its own kernel."""
+def optimize(graph: Graph, training: bool, fuse: bool = True) -> Schedule:
+    """The schedule of a graph in one mode; `fuse=False` keeps every node as its own kernel (and the graph as it is)."""
     if not fuse:
-        return singles(graph.copy())
+        return unfused(graph.copy())
     g = specialize(graph, training)
     simplify_in_place(g, training)  # `g` is already a copy of its own
     return fuse_groups(g, training)

@@ -24,13 +24,6 @@ def infer_shapes(graph: Graph) -> Graph:
     return graph
 
 
-def concrete_shapes(graph: Graph, batch: int) -> dict[str, tuple[int, ...]]:
-    """Every node's shape with the batch dimension set to `batch`."""
-    if batch < 1:
-        raise CnncError(f"the batch size must be at least 1, got {batch}")
-    return {node.name: node.type.concrete(batch) for node in graph.nodes()}
-
-
 def with_input_types(graph: Graph, types: dict[str, TensorType]) -> Graph:
     """A copy of the graph whose named inputs have new types, every shape re-inferred."""
     g = graph.copy()

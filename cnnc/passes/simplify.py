@@ -11,19 +11,12 @@ whether it changed anything, and every one of them is linear in the graph.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 from ..graph import Graph, Node
 from ..ops import REGISTRY, Attrs, ShapeError
-from ..ops.activation import _Elementwise, _ElementwiseGrad
 from .rewrite import remove_node, replace_node, replace_uses, upstream, uses
-
-# Ops whose every application draws fresh random numbers: equal inputs do not mean equal values.
-RANDOM_OPS = frozenset({"dropout", "dropout_grad"})
-RESHAPING_OPS = ("flatten", "reshape")
-# The constant that leaves the other operand unchanged; mul by 0 is not folded (0 * NaN is NaN).
-IDENTITY_CONSTANTS = {"add": 0.0, "mul": 1.0}
-
 
 # -- dead code ----------------------------------------------------------------
 
@@ -45,7 +38,7 @@ def _dead_code(g: Graph) -> bool:
     roots |= {node.name for node in g.nodes() if _updates_buffers(g, node)}
     live = upstream(g, roots)
     # A dead node's consumers are dead too, so they can all go at once.
-    dead = [node.name for node in g.nodes() if node.name not in live and node.op.name != "input"]
+    dead = [node.name for node in g.nodes() if node.name not in live and not node.op.placeholder]
     g.nx.remove_nodes_from(dead)
     return bool(dead)
 
@@ -78,7 +71,7 @@ def _fold(g: Graph) -> bool:
         value = _constant_value(g, node)
         if value is not None:
             attrs = Attrs(value=value, shape=tuple(node.type.shape))
-            replace_node(g, name, Node(name, REGISTRY["fill"], attrs, [], node.type, {}, node.loc))
+            replace_node(g, name, Node(name, REGISTRY["fill"], attrs, [], node.type, {}, node.loc, node.forward))
             changed = True
         elif _drop_identity_constants(g, node):
             changed = True
@@ -90,11 +83,11 @@ def _constant_value(graph: Graph, node: Node) -> float | None:
     if not node.inputs or node.type.dtype != "float32":
         return None
     sources = [graph[name] for name in node.inputs]
-    if any(source.op.name != "fill" for source in sources):
+    if not all(source.op.constant for source in sources):
         return None
     values = [float(source.attrs["value"]) for source in sources]
     try:
-        value = _evaluate(node, values)
+        value = node.op.fold(node.attrs, values)
     except (ArithmeticError, ValueError):  # e.g. math.exp overflowing: leave it to the run time
         return None
     if value is None or not math.isfinite(value):
@@ -102,28 +95,9 @@ def _constant_value(graph: Graph, node: Node) -> float | None:
     return float(value)
 
 
-def _evaluate(node: Node, values: list[float]) -> float | None:
-    op = node.op
-    if op.name == "add":
-        return sum(values)
-    if op.name == "mul":
-        return math.prod(values)
-    if isinstance(op, _Elementwise):
-        return _run_expression(op.expr, {"a": values[0], **op.scalars(node.attrs)})
-    if isinstance(op, _ElementwiseGrad):
-        forward = op.forward()
-        return _run_expression(forward.grad_expr, {"a": values[0], "b": values[1], **forward.scalars(node.attrs)})
-    return None
-
-
-def _run_expression(expr: str, names: dict[str, Any]) -> float:
-    """An op's kernel expression (Python syntax over `math`) evaluated on floats."""
-    return float(eval(expr, {"__builtins__": {}, "math": math}, names))
-
-
 def _drop_identity_constants(graph: Graph, node: Node) -> bool:
     """Remove the `add` inputs that are fills of 0 and the `mul` inputs that are fills of 1."""
-    unit = IDENTITY_CONSTANTS.get(node.op.name)
+    unit = node.op.identity  # mul by 0 is not folded: 0 * NaN is NaN
     if unit is None:
         return False
     kept = [name for name in node.inputs if not _is_fill_of(graph[name], unit)]
@@ -139,12 +113,12 @@ def _drop_identity_constants(graph: Graph, node: Node) -> bool:
             return False
     except ShapeError:
         return False
-    replace_node(graph, node.name, Node(node.name, node.op, node.attrs, kept, node.type, dict(node.params), node.loc))
+    replace_node(graph, node.name, replace(node, inputs=kept, params=dict(node.params)))
     return True
 
 
 def _is_fill_of(node: Node, value: float) -> bool:
-    return node.op.name == "fill" and float(node.attrs["value"]) == value
+    return node.op.constant and float(node.attrs["value"]) == value
 
 
 # -- common subexpressions ----------------------------------------------------
@@ -170,7 +144,7 @@ def _merge_common(g: Graph) -> bool:
     # parameters' gradients stay two nodes even when they compute the same value.
     gradients = set(g.grads.values()) | set(g.input_grads.values())
     for node in g.nodes():  # consumers' input lists are updated in place as duplicates go
-        if node.op.name == "input" or node.op.name in RANDOM_OPS or _updates_buffers(g, node) or node.name in gradients:
+        if node.op.placeholder or node.op.random or _updates_buffers(g, node) or node.name in gradients:
             continue
         key = (node.op.name, _frozen(node.attrs), tuple(node.inputs), _frozen(node.params), node.type)
         kept = first.setdefault(key, node.name)
@@ -222,24 +196,16 @@ def _simplify_all(g: Graph, training: bool) -> bool:
 
 
 def _simplify_node(graph: Graph, node: Node, training: bool) -> bool:
-    op = node.op.name
     source = graph[node.inputs[0]] if node.inputs else None
-    if op in RESHAPING_OPS:
-        if source.type == node.type:
-            return _bypass(graph, node, source.name)
-        if source.op.name in RESHAPING_OPS and uses(graph, source.name) == 1:
+    if source is not None and node.op.passes_input(node.attrs, training, node.type, *(graph[i].type for i in node.inputs)):
+        return _bypass(graph, node, source.name)
+    if node.op.logical_view:
+        if source.op.logical_view and uses(graph, source.name) == 1:
             reshape = REGISTRY["reshape"]
             attrs = reshape.bind([], {"shape": list(node.type.sample_shape)})
-            replace_node(graph, node.name, Node(node.name, reshape, attrs, [source.inputs[0]], node.type, {}, node.loc))
+            replace_node(graph, node.name, replace(node, op=reshape, attrs=attrs, inputs=[source.inputs[0]], params={}))
             remove_node(graph, source.name)
             return True
-        return False
-    if op in RANDOM_OPS and (not training or node.attrs["p"] == 0.0):  # dropout is the identity in eval
-        return _bypass(graph, node, source.name)
-    if op in IDENTITY_CONSTANTS and len(node.inputs) == 1 and source.type == node.type:
-        return _bypass(graph, node, source.name)
-    if op == "sum_to" and source.type == node.type:
-        return _bypass(graph, node, source.name)
     return False
 
 

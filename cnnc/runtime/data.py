@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..backend.budget import require, show_bytes
+from ..budget import require, show_bytes
 from ..errors import CnncError
 
 

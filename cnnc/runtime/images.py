@@ -70,45 +70,15 @@ def _inflate(compressed: bytes, size: int, path: Path) -> np.ndarray:
 
 def _unfilter(raw: np.ndarray, height: int, stride: int, channels: int, path: Path) -> np.ndarray:
     """Undo PNG's per-row filters. Sub, average and Paeth depend on the pixel to the left, so
-    the rows are decoded serially, in a small compiled loop (kept in the kernel cache)."""
-    from ..backend.cpu.kernel import CpuKernel, load
+    the rows are decoded serially, in a small compiled loop (cnnc/kernels/cpu/png.py, kept in the kernel cache)."""
+    from ..backend.cpu.kernel import load
+    from ..kernels import Kernel
 
     out = np.zeros((height, stride), np.uint8)
-    bad_row = load(CpuKernel(UNFILTER_SOURCE, "unfilter_rows"))(raw, height, stride, channels, out)
+    bad_row = load(Kernel("png", "unfilter_rows"))(raw, height, stride, channels, out)
     if bad_row >= 0:
         raise CnncError(f"{path}: unknown PNG filter {raw[bad_row * (stride + 1)]} in row {bad_row}")
     return out
-
-
-UNFILTER_SOURCE = """
-@njit(cache=True)
-def unfilter_rows(raw, height, stride, channels, out):
-    # Decode into `out`; the index of the first row with an unknown filter, or -1.
-    zero = np.int32(0)
-    for y in range(height):
-        base = y * (stride + 1)
-        kind = raw[base]
-        if kind > 4:
-            return y
-        for i in range(stride):
-            a = np.int32(out[y, i - channels]) if i >= channels else zero
-            b = np.int32(out[y - 1, i]) if y > 0 else zero
-            c = np.int32(out[y - 1, i - channels]) if y > 0 and i >= channels else zero
-            if kind == 0:
-                pred = zero
-            elif kind == 1:
-                pred = a
-            elif kind == 2:
-                pred = b
-            elif kind == 3:
-                pred = (a + b) // 2
-            else:  # Paeth
-                p = a + b - c
-                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-                pred = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
-            out[y, i] = (np.int32(raw[base + 1 + i]) + pred) & 255
-    return -1
-"""
 
 
 def _read_file(path: Path) -> bytes:

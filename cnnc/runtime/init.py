@@ -19,6 +19,8 @@ def initialize(spec: ParamSpec, out: np.ndarray, rng: np.random.Generator) -> No
         out[...] = 0
     elif spec.init == "ones":
         out[...] = 1
+    elif spec.init == "constant":
+        out[...] = spec.value
     elif spec.init in ("kaiming_uniform", "fan_in_uniform"):
         # kaiming_uniform(a=sqrt(5)): gain sqrt(2 / (1 + 5)), bound gain * sqrt(3 / fan_in) = 1 / sqrt(fan_in)
         bound = 1.0 / math.sqrt(spec.fan_in) if spec.fan_in > 0 else 0.0

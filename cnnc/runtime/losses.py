@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-
 from ..errors import CnncError
 from ..graph import BATCH, Graph, Node, TensorType
 from ..ops import REGISTRY
@@ -29,14 +28,18 @@ LOSSES = {
 }
 
 
-def with_loss(graph: Graph, loss: str, output: str | None = None) -> tuple[Graph, str, str]:
-    """A copy of the graph with a `target` input and a loss node on `output`.
+def default_output(outputs) -> str:
+    """The output a loss, an accuracy or a prediction reads unless told: `logits`, else the first one."""
+    return "logits" if "logits" in outputs else next(iter(outputs))
 
-    `output` defaults to the output called `logits`, else the first one.
+
+def with_loss(graph: Graph, loss: str, output: str | None = None) -> tuple[Graph, str, str]:
+    """A copy of the graph with a `target` input and a loss node on `output` (default: `default_output`).
+
     Returns (graph, target input name, loss node name).
     """
     if output is None:
-        output = "logits" if "logits" in graph.outputs else next(iter(graph.outputs))
+        output = default_output(graph.outputs)
     if output not in graph.outputs:
         raise CnncError(f"the network has no output '{output}'; its outputs are {', '.join(graph.outputs)}")
     g = graph.copy()
@@ -58,3 +61,25 @@ def with_loss(graph: Graph, loss: str, output: str | None = None) -> tuple[Graph
     g.add(Node(name, op, op.bind([], {}), [out_node.name, target], out_type))
     g.outputs = {**g.outputs, "loss": name}
     return g, target, name
+
+
+def training_graph(graph: Graph, loss: str | None, output: str | None = None, wrt: tuple[str, ...] = ()) -> tuple[Graph, str | None, str]:
+    """The differentiated graph of a training step: (graph, target input name or None, loss node).
+
+    `loss` applied to `output` against a new `target` input; with `loss=None` the network's own
+    scalar output `output` is the loss. `wrt`: inputs whose gradients are wanted too.
+    """
+    from ..passes.autodiff import differentiate
+
+    if loss is None:
+        node = graph.outputs[output]
+        return differentiate(graph, node, wrt), None, node
+    g, target, node = with_loss(graph, loss, output)
+    return differentiate(g, node, wrt), target, node
+
+
+def default_step(graph: Graph) -> tuple[str | None, str | None]:
+    """(loss, output) of a training step when nobody says: the network's own loss (its one scalar
+    output), else cross-entropy on the default output."""
+    scalars = [name for name, t in graph.output_types().items() if t.rank == 0]
+    return (None, scalars[0]) if len(scalars) == 1 else ("cross_entropy", None)

@@ -14,19 +14,19 @@ import math
 import numbers
 import threading
 from collections import OrderedDict
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
-from ..backend import budget
+from .. import budget
 from ..errors import CnncError
 from ..graph import Graph, ParamSpec, TensorType
-from ..passes.autodiff import differentiate
+from ..passes.schedule import Schedule
 from . import weights
 from .init import initialize
-from .losses import LOSSES, with_loss
-
+from .losses import LOSSES, training_graph
 
 # Executors (each holding its batch size's buffers) kept per model, the least recently used dropped
 # first: a server or a loader with a ragged last batch must not grow without bound.
@@ -80,7 +80,7 @@ class Model:
     """A network compiled for a target. Created by `cnnc.compile`."""
 
     def __init__(self, graph: Graph, target: str = "cpu", dtype: str = "float32", seed: int = 0, fuse: bool = True):
-        from ..backend.cpu.executor import RuntimeState
+        from ..backend.executor import RuntimeState
 
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**63:
             raise CnncError(f"seed must be an integer from 0 to 2^63 - 1, got {seed!r}")
@@ -117,7 +117,7 @@ class Model:
         self._device_stale = False  # the host arenas may hold newer values than the device
         self._state = RuntimeState(seed=seed)
         self._batchnorms = [  # (node, values per channel in one example)
-            (node, node.type.sample_elements() // node.type.shape[1]) for node in graph.nodes() if node.op.name == "batchnorm"
+            (node, node.type.sample_elements() // node.type.shape[1]) for node in graph.nodes() if node.op.batch_statistics
         ]
         self._executors: OrderedDict[tuple, Any] = OrderedDict()  # least recently used first
         self._graphs: dict[tuple, tuple[Graph, dict]] = {}
@@ -165,13 +165,13 @@ class Model:
         return bool(self._state.training[0])
 
     @serialized
-    def train(self) -> "Model":
+    def train(self) -> Model:
         """Training mode: batchnorm uses batch statistics and updates its running averages; dropout drops."""
         self._state.training[0] = 1
         return self
 
     @serialized
-    def eval(self) -> "Model":
+    def eval(self) -> Model:
         """Evaluation mode: batchnorm uses its running averages; dropout is the identity."""
         self._state.training[0] = 0
         return self
@@ -259,28 +259,28 @@ class Model:
     def _first_nonfinite_layer(self, kind: tuple, batch: int, feeds: dict[str, np.ndarray]) -> str | None:
         """Rerun a run with every value in its own buffer and name the first, in schedule order, that
         holds NaN or infinity (as `layer NAME (file:line:col)`). CPU only; the model's state is untouched."""
-        from ..backend.cpu.executor import Executor
+        from ..backend.executor import Executor
 
         if self._device is not None:
             return None
-        graph = self.scheduled(kind, self.training)
+        schedule = self.scheduled(kind, self.training)
         values = {**self._params, **{name: b.copy() for name, b in self._buffers.items()}}  # batchnorm updates a copy
-        ex = Executor(graph, batch, values, self._state, self.dtype, reuse=False)
+        ex = Executor(schedule, batch, values, self._state, self.dtype, reuse=False)
         for name, value in feeds.items():
             ex.feed(name, value)
         ex.run()
-        for group in graph.groups:
+        for group in schedule.groups:
             for name in group.nodes:
                 buffer = ex.buffers.get(name)
                 if buffer is not None and buffer.dtype.kind == "f" and not np.isfinite(buffer).all():
                     # A fused kernel keeps its inner values in registers: the culprit may be any member.
                     others = [n for n in group.nodes if n != name]
                     joint = f", computed in one kernel with {', '.join(others)}" if others else ""
-                    return _describe_node(graph[name]) + joint
+                    return _describe_node(schedule.graph[name]) + joint
         return None
 
     def _executor(self, kind: tuple, batch: int):
-        from ..backend.cpu.executor import Executor
+        from ..backend.executor import Executor
 
         self._check_batch_statistics(batch)
         kind = (*kind, self.training)  # each mode has its own specialized graph
@@ -289,7 +289,7 @@ class Model:
         if ex is not None:
             self._executors.move_to_end(key)
         else:
-            graph = self.scheduled(kind[:-1], kind[-1])
+            schedule = self.scheduled(kind[:-1], kind[-1])
             if self._device is None:
                 params, grads, device = {**self._params, **self._buffers}, self._grads, None
             else:
@@ -297,10 +297,10 @@ class Model:
 
                 views = self._device.views
                 params, grads, device = {**views["params"], **views["buffers"]}, views["grads"], CudaDevice()
-            grad_buffers = {node: grads[name] for name, node in graph.grads.items()}
+            grad_buffers = {node: grads[name] for name, node in schedule.graph.grads.items()}
             while len(self._executors) >= MAX_EXECUTORS:  # drop the buffers of the least recently used
                 self._executors.popitem(last=False)
-            ex = Executor(graph, batch, params, self._state, self.dtype, grad_buffers, device)
+            ex = Executor(schedule, batch, params, self._state, self.dtype, grad_buffers, device)
             self._executors[key] = ex
         return ex
 
@@ -311,16 +311,15 @@ class Model:
                 self._graphs[kind] = (self.graph, {})
             elif kind[0] == "own":
                 _, output, wrt = kind
-                self._graphs[kind] = (differentiate(self.graph, self.graph.outputs[output], wrt), {})
+                self._graphs[kind] = (training_graph(self.graph, None, output, wrt)[0], {})
             else:
                 _, loss, output, wrt = kind
-                graph, target, loss_node = with_loss(self.graph, loss, output)
-                graph = differentiate(graph, loss_node, wrt)
+                graph, target, loss_node = training_graph(self.graph, loss, output, wrt)
                 self._graphs[kind] = (graph, {"target": target, "loss": loss_node})
         return self._graphs[kind]
 
-    def scheduled(self, kind: tuple, training: bool) -> Graph:
-        """The optimized graph of a kind of run in one mode (cached)."""
+    def scheduled(self, kind: tuple, training: bool) -> Schedule:
+        """The schedule of a kind of run in one mode (cached)."""
         from ..passes.pipeline import optimize
 
         key = ("scheduled", *kind, training)
@@ -418,12 +417,12 @@ class Model:
                                 f"its inputs are {', '.join(self.graph.inputs)}")
         return names
 
-    def trainer(self, loss: str = "cross_entropy", optimizer=None, output: str | None = None) -> "Trainer":
+    def trainer(self, loss: str = "cross_entropy", optimizer=None, output: str | None = None) -> Trainer:
         from .optim import SGD, Optimizer
 
         if optimizer is not None and not isinstance(optimizer, Optimizer):
             raise CnncError(f"optimizer must be a cnnc.optim optimizer such as cnnc.optim.Adam(), got {optimizer!r}")
-        return Trainer(self, loss, optimizer or SGD(lr=0.01), output)
+        return Trainer(self, loss, optimizer or SGD(), output)
 
     # -- parameters -------------------------------------------------------------
     @serialized

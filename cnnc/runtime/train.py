@@ -11,6 +11,7 @@ import numpy as np
 
 from ..errors import CnncError
 from .data import Dataset, batches
+from .losses import default_output
 
 
 @dataclass
@@ -35,7 +36,7 @@ def accuracy(model, x: np.ndarray, y: np.ndarray, batch: int = 256, output: str 
         for xb, yb in batches(x, y, batch):
             out = model(xb)
             if isinstance(out, dict):
-                out = out[output or ("logits" if "logits" in out else next(iter(out)))]
+                out = out[output or default_output(out)]
             correct += int((out.argmax(axis=1) == yb).sum())
     finally:
         if was_training:

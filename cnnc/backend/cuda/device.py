@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..lowering import CUDA
 from .kernel import load
 
 
 class CudaDevice:
-    """Buffers in GPU memory, kernels from numba-cuda (see cnnc.backend.cpu.executor.CpuDevice)."""
+    """Buffers in GPU memory, kernels from numba-cuda (see cnnc.backend.executor.Device)."""
 
     name = "cuda"
+    target = CUDA
+    slots = 1  # its kernels divide work by blocks and threads, not by slots of a pool
 
     def __init__(self):
         from numba import cuda
@@ -23,13 +26,8 @@ class CudaDevice:
     def constant(self, array: np.ndarray):
         return self.cuda.to_device(array)
 
-    def lower(self, graph, group):
-        from .lower import lower_group
-
-        return lower_group(graph, group)
-
-    def load(self, kernel):
-        return load(kernel)
+    def load(self, kernel, float_dtype):
+        return load(kernel, float_dtype)
 
     def prepare(self, fn, args) -> None:
         pass  # kernels compile on their first launch (from the disk cache after the first process)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import resource
 
-from ..errors import CnncError
+from .errors import CnncError
 
 # Tests and users can lower the budget (in bytes) to see what a smaller machine would refuse.
 LIMIT_VARIABLE = "CNNC_MEMORY_LIMIT"

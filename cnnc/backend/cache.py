@@ -25,7 +25,7 @@ import time
 import warnings
 from pathlib import Path
 
-from ...errors import CnncError
+from ..errors import CnncError
 
 POSIX = os.name == "posix"  # elsewhere there are no owners and modes to check
 PYCACHE = "__pycache__"  # where Numba keeps the compiled code of a module

@@ -1,4 +1,5 @@
-"""Physical layouts. The API speaks NCHW; inside a backend a batched 4-D tensor is NHWC.
+"""Physical layouts. The API speaks NCHW; inside a backend a batched image (a 4-D tensor whose
+op did not declare it otherwise, see TensorType.image) is NHWC.
 
 Channels-last lets im2col and the Winograd transforms vectorize over channels
 and folds the batch into the GEMM rows. Every other tensor (features, labels,
@@ -9,11 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..graph import TensorType
+from .graph import TensorType
 
 
 def is_channels_last(t: TensorType) -> bool:
-    return t.batched and t.rank == 4
+    return t.batched and t.rank == 4 and t.image
 
 
 def physical_shape(t: TensorType, batch: int) -> tuple[int, ...]:

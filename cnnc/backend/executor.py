@@ -1,8 +1,10 @@
-"""Runs a graph at one batch size: buffers allocated once, then a flat list of kernel calls.
+"""Runs a graph at one batch size on a device: buffers allocated once, then a flat list of kernel calls.
 
-Building an Executor compiles (or loads from the cache) every kernel and binds
-each call's arguments to preallocated buffers, so that `run` is a loop of
-calls with no allocation and no per-op decisions.
+Building an Executor lowers every group of the schedule (cnnc.backend.lowering),
+compiles or loads each kernel through the device, and binds each call's
+arguments to preallocated buffers, so that `run` is a loop of calls with no
+allocation and no per-op decisions. A device (cnnc.backend.cpu.device,
+cnnc.backend.cuda.device) says where buffers live and how kernels are made.
 """
 
 from __future__ import annotations
@@ -11,17 +13,18 @@ import math
 import os
 import zlib
 from dataclasses import dataclass, field
+from typing import Protocol
 
-import numba
 import numpy as np
 
-from ...errors import CnncError
-from ...graph import Graph, TensorType
-from ...ops.base import IndexRange
 from .. import budget
+from ..errors import CnncError
+from ..graph import TensorType
+from ..kernels import Epilogue, In, Kernel, NodeParam, Out, Pack, Param, Rng, Scratch, Slots, Training, Value
 from ..layout import physical_shape, to_logical, to_physical
-from . import kernel as k
-from .threads import single_threaded_blas
+from ..ops.base import IndexRange
+from ..passes.schedule import Schedule
+from .lowering import Target, lower_group
 
 
 @dataclass
@@ -36,10 +39,27 @@ class RuntimeState:
         return np.array([self.seed, 0, zlib.crc32(key.encode())], dtype=np.uint64)
 
 
-def _flat_specs(args):
+class Device(Protocol):
+    """Where an executor's buffers live and how its kernels are made."""
+
+    name: str
+    target: Target  # how groups are lowered for it
+    slots: int  # thread slots of its parallel loops (cnnc.kernels.Slots)
+
+    def empty(self, shape, dtype): ...  # an uninitialized buffer
+    def constant(self, array: np.ndarray): ...  # a buffer holding this host array
+    def load(self, kernel: Kernel, float_dtype: np.dtype): ...  # the callable entry of a kernel
+    def prepare(self, fn, args) -> None: ...  # compile now, for these arguments, if the device can
+    def upload(self, host: np.ndarray, buffer) -> None: ...
+    def download(self, buffer) -> np.ndarray: ...
+
+
+def _flat_specs(args, epilogue=None):
     for arg in args:
-        if isinstance(arg, k.Pack):
-            yield from _flat_specs(arg.items)
+        if isinstance(arg, Pack):
+            yield from _flat_specs(arg.items, epilogue)
+        elif isinstance(arg, Epilogue) and epilogue is not None:
+            yield from _flat_specs(epilogue.operands)
         else:
             yield arg
 
@@ -48,12 +68,11 @@ def buffer_dtype(t: TensorType, float_dtype: np.dtype) -> np.dtype:
     return float_dtype if t.dtype.startswith("float") else np.dtype(t.dtype)
 
 
-def index_checks(graph: Graph, groups) -> dict[str, list[tuple[IndexRange, str]]]:
+def index_checks(schedule: Schedule) -> dict[str, list[tuple[IndexRange, str]]]:
     """Input name -> the ranges its values must lie in, from every node that indexes memory with it
     (directly or through a view). Kernels also refuse bad indices, but can only answer NaN."""
-    from ...passes.fuse import views
-
-    alias = views(graph, groups)
+    graph = schedule.graph
+    alias = schedule.views()
     inputs = {node: name for name, node in graph.inputs.items()}
     checks: dict[str, list[tuple[IndexRange, str]]] = {}
     for node in graph.nodes():
@@ -77,42 +96,12 @@ def check_indices(name: str, values: np.ndarray, allowed: IndexRange, reader: st
         )
 
 
-class CpuDevice:
-    """Where an executor's buffers live and how its kernels are made: host memory and Numba CPU kernels."""
-
-    name = "cpu"
-
-    def empty(self, shape, dtype):
-        return np.empty(shape, dtype)
-
-    def constant(self, array: np.ndarray):
-        return array
-
-    def lower(self, graph: Graph, group):
-        from .lower import lower_group
-
-        return lower_group(graph, group)
-
-    def load(self, kernel):
-        return k.load(kernel)
-
-    def prepare(self, fn, args) -> None:
-        # Compile now (or load the machine code from Numba's cache), not on the first run.
-        fn.compile(tuple(numba.typeof(arg) for arg in args))
-
-    def upload(self, host: np.ndarray, buffer) -> None:
-        np.copyto(buffer, host)
-
-    def download(self, buffer) -> np.ndarray:
-        return buffer
-
-
 class Executor:
-    """Kernels for a scheduled graph (`graph.groups`, set by the fusion pass or `singles`)."""
+    """The kernels of a schedule (cnnc.passes.schedule.Schedule) at one batch size, with their buffers."""
 
     def __init__(
         self,
-        graph: Graph,
+        schedule: Schedule,
         batch: int,
         params: dict[str, np.ndarray],
         state: RuntimeState,
@@ -122,25 +111,24 @@ class Executor:
         reuse: bool | None = None,
     ):
         """`outputs` maps node names to arrays to write into (e.g. gradients into the gradient arena);
-        `device` is where buffers live and kernels run (CpuDevice by default; see cnnc.backend.cuda);
+        `device` is where buffers live and kernels run (the CPU by default);
         `reuse=False` keeps every value in its own buffer (to find where a value went wrong)."""
-        from ...passes.fuse import plan_groups, singles, views
+        if device is None:
+            from .cpu.device import CpuDevice
 
-        self.device = device = device or CpuDevice()
-        if device.name == "cpu":
-            single_threaded_blas()
-        if getattr(graph, "groups", None) is None:
-            graph = singles(graph.copy())
-        self.graph = graph
+            device = CpuDevice()
+        self.device = device
+        self.schedule = schedule
+        self.graph = graph = schedule.graph
         self.batch = batch
         self.state = state
         self.float_dtype = np.dtype(float_dtype)
         outputs = outputs or {}
-        groups = graph.groups
+        groups = schedule.groups
         # CNNC_NO_REUSE=1 keeps every value in its own buffer, to tell a planning bug from a kernel bug.
         if reuse is None:
             reuse = os.environ.get("CNNC_NO_REUSE") != "1"
-        self.plan = plan_groups(graph, groups, batch, self.float_dtype.itemsize, exclude=set(outputs), reuse=reuse)
+        self.plan = schedule.plan(batch, self.float_dtype.itemsize, exclude=set(outputs), reuse=reuse)
         if device.name == "cpu":
             self._check_memory()
         self.arena = device.empty(max(self.plan.arena_bytes, 8), np.uint8)
@@ -153,25 +141,26 @@ class Executor:
             assert tuple(given.shape) == shape and given.dtype == dtype, (name, given.shape, shape)
             self.buffers[name] = given
         for node in graph.nodes():  # constants: computed once, here, in buffers of their own
-            if node.op.name == "fill":
+            if node.op.constant:
                 buffer = np.empty(physical_shape(node.type, batch), buffer_dtype(node.type, self.float_dtype))
                 buffer[...] = node.attrs["value"]
                 self.buffers[node.name] = device.constant(buffer)
-        for name, src in views(graph, groups).items():
+        for name, src in schedule.views().items():
             self.buffers[name] = self.buffers[src].reshape(physical_shape(graph[name].type, batch))
-        self.index_checks = index_checks(graph, groups)
+        self.index_checks = index_checks(schedule)
         self._rng: dict[str, np.ndarray] = {}
-        lowered = [device.lower(graph, g) for g in groups if g.kind != "view"]
+        lowered = [lower_group(graph, g, device.target) for g in groups if g.kind != "view"]
         scratch_bytes = 0
         for low in lowered:
-            for arg in _flat_specs(low.kernel.args):
-                if isinstance(arg, k.Scratch):
-                    scratch_bytes = max(scratch_bytes, math.prod(arg.shape) * self._scratch_dtype(arg).itemsize)
+            for arg in _flat_specs(low.kernel.args, getattr(low.kernel, "epilogue", None)):
+                if isinstance(arg, Scratch):
+                    scratch_bytes = max(scratch_bytes, self._scratch_size(arg) * self._scratch_dtype(arg).itemsize)
         self._scratch = device.empty(max(scratch_bytes, 8) // 8 + 1, np.float64)
         self.steps = []
         for low in lowered:
-            fn = device.load(low.kernel)
-            args = tuple(self._resolve(arg, low.owner, low.out, params) for arg in low.kernel.args)
+            fn = device.load(low.kernel, self.float_dtype)
+            epilogue = getattr(low.kernel, "epilogue", None)
+            args = tuple(self._resolve(arg, low.owner, low.out, params, epilogue) for arg in low.kernel.args)
             device.prepare(fn, args)
             self.steps.append((low.group.name, fn, args))
 
@@ -196,40 +185,48 @@ class Executor:
         count = math.prod(shape)
         return self.arena[offset : offset + count * dtype.itemsize].view(dtype).reshape(shape)
 
-    def _scratch_dtype(self, arg: k.Scratch) -> np.dtype:
+    def _scratch_size(self, arg: Scratch) -> int:
+        return math.prod(arg.shape) + arg.per_slot * self.device.slots
+
+    def _scratch_dtype(self, arg: Scratch) -> np.dtype:
         # "float32", the default, stands for the model's float type; other dtypes are taken as they are.
         return self.float_dtype if arg.dtype == "float32" else np.dtype(arg.dtype)
 
-    def _resolve(self, arg, owner: str, out: str, params):
+    def _resolve(self, arg, owner: str, out: str, params, epilogue=None):
         node = self.graph[owner]
-        if isinstance(arg, k.In):
+        if isinstance(arg, In):
             buffer = self.buffers[node.inputs[arg.index]]
             return buffer.reshape(buffer.size) if arg.flat else buffer
-        if isinstance(arg, k.Out):
+        if isinstance(arg, Out):
             buffer = self.buffers[out]
             return buffer.reshape(buffer.size) if arg.flat else buffer
-        if isinstance(arg, k.Value):
+        if isinstance(arg, Value):
             buffer = self.buffers[arg.node]
             return buffer.reshape(buffer.size) if arg.flat else buffer
-        if isinstance(arg, (k.Param, k.NodeParam)):
-            holder = self.graph[arg.node] if isinstance(arg, k.NodeParam) else node
+        if isinstance(arg, (Param, NodeParam)):
+            holder = self.graph[arg.node] if isinstance(arg, NodeParam) else node
             full = holder.params.get(arg.name)
             if full is None:
                 raise KeyError(f"{holder.name} has no parameter {arg.name}")
             return params[full]
-        if isinstance(arg, k.Pack):
-            return tuple(self._resolve(a, owner, out, params) for a in arg.items)
-        if isinstance(arg, k.Training):
+        if isinstance(arg, Pack):
+            return tuple(self._resolve(a, owner, out, params, epilogue) for a in arg.items)
+        if isinstance(arg, Epilogue):
+            return tuple(self._resolve(a, owner, out, params) for a in (epilogue.operands if epilogue else ()))
+        if isinstance(arg, Training):
             return self.state.training
-        if isinstance(arg, k.Rng):
+        if isinstance(arg, Rng):
             key = node.attrs.get("rng_key", node.name)
             if key not in self._rng:
                 self._rng[key] = self.state.rng_array(key)
             return self._rng[key]
-        if isinstance(arg, k.Scratch):
+        if isinstance(arg, Scratch):
             dtype = self._scratch_dtype(arg)
-            size = math.prod(arg.shape)
-            return self._scratch.view(dtype)[:size].reshape(arg.shape)
+            size = self._scratch_size(arg)
+            shape = (size,) if arg.per_slot else arg.shape
+            return self._scratch.view(dtype)[:size].reshape(shape)
+        if isinstance(arg, Slots):
+            return self.device.slots
         return arg  # a number, passed as it is
 
     # -- running --------------------------------------------------------------
@@ -253,9 +250,3 @@ class Executor:
 
     def fetch(self, node_name: str) -> np.ndarray:
         return to_logical(self.graph[node_name].type, self.device.download(self.buffers[node_name]))
-
-    def check_finite(self) -> None:
-        """Name the first value that holds NaN or infinity (for debugging a model; values reused later are overwritten)."""
-        for name, buffer in self.buffers.items():
-            if buffer.dtype.kind == "f" and not np.isfinite(self.device.download(buffer)).all():
-                raise CnncError(f"layer {name} produced NaN or infinity")

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 from ..graph import Graph
 from ..kernels import NodeParam, Pack, Param, Value
+from ..ops.base import EXPR_INPUTS
 
 _NAME = re.compile(r"\b[A-Za-z_][A-Za-z_0-9]*\b")
-_INPUT_NAMES = "abcdefgh"
 
 
 @dataclass
@@ -96,7 +96,7 @@ def build_chain(
         expr = node.op.expression(node.attrs, node.type, *(graph[i].type for i in node.inputs))
         if expr is None:
             raise ValueError(f"{name} ({node.op.name}) is not an elementwise expression")
-        names = {_INPUT_NAMES[k]: value(x) for k, x in enumerate(node.inputs)}
+        names = {EXPR_INPUTS[k]: value(x) for k, x in enumerate(node.inputs)}
         names.update({key: repr(float(v)) for key, v in expr.scalars})
         for local in expr.params:
             names[f"P_{local}"] = f"E{operand(NodeParam(name, local))}[c]"

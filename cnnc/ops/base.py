@@ -33,6 +33,10 @@ class Fusion(enum.Enum):
     OPAQUE = "opaque"
 
 
+# The names an elementwise expression gives its inputs, in order (at most eight inputs).
+EXPR_INPUTS = tuple("abcdefgh")
+
+
 @dataclass(frozen=True)
 class Expr:
     """An elementwise op as one expression, so that a fused loop can compose it with others.

@@ -6,10 +6,7 @@ import math
 
 from ..kernels import FLAT_OUT, OUT, In, Kernel, Pack
 from ..layout import physical_axis, physical_shape
-from .base import Attr, AttrError, Expr, Fusion, Op, ShapeError, TensorType, expect_float, integer, register
-
-# The names an elementwise expression gives its inputs (cnnc.backend.chain substitutes them).
-INPUT_NAMES = tuple("abcdefgh")
+from .base import EXPR_INPUTS, Attr, AttrError, Expr, Fusion, Op, ShapeError, TensorType, expect_float, integer, register
 
 
 def _padded_dims(t: TensorType) -> tuple[int, int, int]:
@@ -50,8 +47,8 @@ class _Broadcasting(Op):
         return broadcast(self.name, xs)
 
     def expression(self, a, out, *xs):
-        if all(x.shape == out.shape for x in xs) and len(xs) <= len(INPUT_NAMES):
-            return Expr(f" {self.symbol} ".join(INPUT_NAMES[: len(xs)]))
+        if all(x.shape == out.shape for x in xs) and len(xs) <= len(EXPR_INPUTS):
+            return Expr(f" {self.symbol} ".join(EXPR_INPUTS[: len(xs)]))
         return None
 
     def passes_input(self, a, training, out, *xs):

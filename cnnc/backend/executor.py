@@ -152,14 +152,14 @@ class Executor:
         lowered = [lower_group(graph, g, device.target) for g in groups if g.kind != "view"]
         scratch_bytes = 0
         for low in lowered:
-            for arg in _flat_specs(low.kernel.args, getattr(low.kernel, "epilogue", None)):
+            for arg in _flat_specs(low.kernel.args, low.kernel.epilogue):
                 if isinstance(arg, Scratch):
                     scratch_bytes = max(scratch_bytes, self._scratch_size(arg) * self._scratch_dtype(arg).itemsize)
         self._scratch = device.empty(max(scratch_bytes, 8) // 8 + 1, np.float64)
         self.steps = []
         for low in lowered:
             fn = device.load(low.kernel, self.float_dtype)
-            epilogue = getattr(low.kernel, "epilogue", None)
+            epilogue = low.kernel.epilogue
             args = tuple(self._resolve(arg, low.owner, low.out, params, epilogue) for arg in low.kernel.args)
             device.prepare(fn, args)
             self.steps.append((low.group.name, fn, args))

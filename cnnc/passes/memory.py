@@ -17,6 +17,7 @@ import bisect
 from dataclasses import dataclass, field
 
 from ..graph import Graph
+from .schedule import is_elementwise, kept, materialized, views
 
 ALIGN = 64  # bytes: a cache line
 
@@ -141,8 +142,6 @@ def kernels(schedule, kept_values: set[str] | None = None) -> list[Kernel]:
 
     `kept_values`: `kept(graph)`, when the caller has it.
     """
-    from .schedule import is_elementwise, kept, materialized, views
-
     graph, groups = schedule.graph, schedule.groups
     alias = views(graph, groups)
     kept_values = kept(graph) if kept_values is None else kept_values

@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from .errors import MAX_INT, CnncError
+from .errors import MAX_INT, CnncError, closest
 from .runtime.losses import default_output
 
 
@@ -256,6 +256,23 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_demo(args) -> int:
+    from . import demos
+
+    if args.list or args.name is None:
+        for name, title, paper, shows in demos.describe():
+            print(f"{name:12} {title}: {shows}\n{'':12} {paper}")
+        return 0 if args.list else 2
+    if args.name not in demos.DEMOS:
+        raise CnncError(f"unknown demo '{args.name}'{closest(args.name, demos.DEMOS)}; the demos are {', '.join(demos.DEMOS)}")
+    result = demos.run(args.name, args.out, quick=args.quick, seed=args.seed, say=lambda text: print(text, flush=True))
+    for metric in result.metrics:
+        print(("(quick run) " if args.quick else "") + str(metric))
+    for picture in result.pictures:
+        print(f"wrote {picture}")
+    return 0
+
+
 def cmd_emit(args) -> int:
     from .backend.lowering import CPU, CUDA, lower_group
     from .explain import step_graph
@@ -352,6 +369,14 @@ def make_parser() -> argparse.ArgumentParser:
     emit.add_argument("--target", choices=("cpu", "cuda"), default="cpu", help="whose kernels: Numba's CPU or numba-cuda")
     _add_no_fuse(emit)
     emit.set_defaults(run=cmd_emit)
+
+    demo = commands.add_parser("demo", help="train a library model from scratch on offline data, print its metrics, write pictures")
+    demo.add_argument("name", nargs="?", help="the demo (see --list)")
+    demo.add_argument("--list", action="store_true", help="list the demos")
+    demo.add_argument("--quick", action="store_true", help="a few steps only: runs end to end and writes the pictures; the metrics mean nothing")
+    demo.add_argument("--out", default="demo_out", help="the folder for the pictures (default demo_out)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(run=cmd_demo)
     return parser
 
 

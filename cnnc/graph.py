@@ -80,16 +80,31 @@ class TensorType:
 
 @dataclass(frozen=True)
 class ParamSpec:
-    """A named parameter (trained) or buffer (state such as running statistics)."""
+    """A named tensor a layer owns. Its kind says what it is:
+
+    - "param": a parameter that trains (it gets a gradient and the optimizer updates it);
+    - "frozen": a parameter that does not train (`frozen=true`): saved and loaded like any parameter;
+    - "buffer": state the layer updates itself (batchnorm's running statistics);
+    - "constant": a value the program fixes (normalize's mean): neither saved nor loaded.
+    """
 
     name: str
     shape: tuple[int, ...]
-    init: str  # an initializer name, see cnnc.ops.base.INITIALIZERS
-    kind: str = "param"  # "param" or "buffer"
+    init: str  # an initializer name, see cnnc/initializers.py
+    kind: str = "param"  # "param", "frozen", "buffer" or "constant"
     node: str = ""  # the node that owns it
     fan_in: int = 0  # for fan-in scaled initializers
     dtype: str = "float32"
-    value: float = 0.0  # for the "constant" initializer
+    args: tuple[float, ...] = ()  # the initializer's arguments
+
+    @property
+    def trains(self) -> bool:
+        return self.kind == "param"
+
+    @property
+    def saved(self) -> bool:
+        """Whether it belongs to the state dict (saved, loaded, compared with PyTorch's)."""
+        return self.kind != "constant"
 
     @property
     def size(self) -> int:
@@ -164,11 +179,17 @@ class Graph:
 
     @property
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
-        """Ordered mapping of every parameter and buffer name to its shape."""
-        return {name: spec.shape for name, spec in self.params.items()}
+        """Ordered mapping of every parameter and buffer name to its shape (the state dict's, without constants)."""
+        return {name: spec.shape for name, spec in self.params.items() if spec.saved}
 
     def parameter_count(self) -> int:
-        return sum(s.size for s in self.params.values() if s.kind == "param")
+        """Parameters, trained or frozen (as PyTorch counts a module's parameters)."""
+        return sum(s.size for s in self.params.values() if s.kind in ("param", "frozen"))
+
+    @property
+    def saved_params(self) -> dict[str, ParamSpec]:
+        """The specs of the state dict: every parameter and buffer, not the program's constants."""
+        return {name: spec for name, spec in self.params.items() if spec.saved}
 
     def input_types(self) -> dict[str, TensorType]:
         return {name: self[node].type for name, node in self.inputs.items()}

@@ -26,7 +26,7 @@ def summary_data(graph: Graph) -> dict[str, Any]:
     rows = []
     for node in graph.nodes():
         in_types = [graph[i].type for i in node.inputs]
-        params = sum(graph.params[full].size for full in node.params.values() if graph.params[full].kind == "param")
+        params = sum(graph.params[full].size for full in node.params.values() if graph.params[full].kind in ("param", "frozen"))
         macs = node.op.macs(node.attrs, node.type, *in_types)
         rows.append(
             {

@@ -101,10 +101,15 @@ def install(compiler: Compiler) -> None:
 def programs() -> dict[str, str]:
     """Every program whose kernels are checked: library models, then the CUDA tests' programs."""
     import test_cuda_activation as activation
+    import test_cuda_arith as arith
     import test_cuda_conv as conv
+    import test_cuda_dense_dropout2d as dense_dropout2d
+    import test_cuda_loss as loss
     import test_cuda_norm as norm
     import test_cuda_pool as pool
+    import test_cuda_reduce as reduce
     import test_cuda_target as target
+    import test_normalize as normalize
 
     found = {name: name for name in ("lenet", "resnet18_cifar", "resnet50")}
     found.update({f"conv:{k}": v for k, v in {**conv.UNFUSED, **conv.FUSED, "wide_dense": conv.WIDE_DENSE}.items()})
@@ -118,6 +123,12 @@ def programs() -> dict[str, str]:
         "activation:chain": activation.CHAIN, "target:small_lenet": target.SMALL_LENET,
     })
     found.update({f"prelu:{k}": v for k, v in activation.PRELU.items()})
+    found.update({f"arith:{k}": v for k, v in arith.ARITH.items()})
+    found.update({f"loss:{k}": v for k, v in loss.LOSSES.items()})
+    found.update({f"dense_rank:{k}": v for k, v in dense_dropout2d.DENSE_RANK.items()})
+    found.update({f"dropout2d:{k}": v for k, v in dense_dropout2d.DROPOUT2D.items()})
+    found.update({f"reduce:{k}": v for k, v in reduce.REDUCE.items()})
+    found.update({f"normalize:{k}": v for k, v in normalize.CUDA.items()})
     for body in activation.ACTIVATIONS:
         found[f"activation:{body}"] = f"network n {{\n input x: [5]\n y = {body}\n output loss = mse(y, x)\n}}"
     return found

@@ -57,7 +57,7 @@ GOLDEN = {
     ),
     "arity_no_input": (
         'network n {\n    input x: [3]\n    y = 4\n    z = mse(x)\n}\n',
-        '<string>:4:9: mse takes 2 inputs, got 1\n        z = mse(x)\n            ^',
+        '<string>:4:9: mse takes two or more inputs, got 1\n        z = mse(x)\n            ^',
     ),
     "attribute_bad_value": (
         'network n {\n    input x: [3, 8, 8]\n    conv(0, kernel=3)\n}\n',
@@ -81,7 +81,8 @@ GOLDEN = {
     ),
     "shape_dense_needs_flatten": (
         'network n {\n    input x: [16, 5, 5]\n    fc: dense(10)\n}\n',
-        '<string>:3:9: dense expects [features] input, got [16, 5, 5]; add flatten before it (in fc)\n        fc: dense(10)\n            ^',
+        '<string>:3:9: dense expects [features] or [..., features] input, got the image [16, 5, 5] (stored channels-last); add flatten '
+        'before it, or apply it to the last axis as reshape([80, 5]) -> dense(10) -> reshape([16, 5, 10]) (in fc)\n        fc: dense(10)\n            ^',
     ),
     "shape_kernel_too_big": (
         'network n {\n    input x: [3, 4, 4]\n    conv(8, kernel=7)\n}\n',

@@ -102,7 +102,7 @@ network cycle {
 
 def test_the_later_producer_hosts_a_sum_of_two_convs():
     text = """
-network sum {
+network two_convs {
     input x: [4, 8, 8]
     a = conv(4, kernel=3, pad=1, bias=false) -> relu
     b = a -> conv(4, kernel=1)

@@ -90,7 +90,7 @@ def test_labels_are_checked_on_the_cuda_target_too():
     net = cnnc.compile(PIXEL_LOSS, target="cuda")
     with pytest.raises(CnncError, match=r"label -1 is out of range: the network has 3 classes"):
         net(np.zeros((1, 3, 2, 2), np.float32), np.array([[[0, 1], [-1, 1]]]))
-    ex = net._executor(("infer",), 1)
+    ex = net._executor(("infer", None), 1)
     ex.index_checks = {}  # past the check, the CUDA kernel answers NaN too
     ex.feed("x", np.zeros((1, 3, 2, 2), np.float32))
     ex.feed("labels", np.array([[[0, 1], [7, 1]]]))
@@ -100,7 +100,7 @@ def test_labels_are_checked_on_the_cuda_target_too():
 
 def test_the_kernel_itself_answers_nan_for_a_label_it_was_not_given_checked(own):
     """Kernels never index with an unchecked label: a bad one that got past the checks gives NaN."""
-    ex = own._executor(("infer",), 4)
+    ex = own._executor(("infer", None), 4)
     checks, ex.index_checks = ex.index_checks, {}
     try:
         ex.feed("x", features())
@@ -331,7 +331,7 @@ def test_a_bad_memory_limit_is_a_clear_error(monkeypatch):
 
 def test_executors_per_batch_size_are_bounded_and_freed():
     net = cnnc.compile(SMALL).eval()
-    first = weakref.ref(net._executor(("infer",), 1))
+    first = weakref.ref(net._executor(("infer", None), 1))
     for batch in range(1, 41):
         net(np.zeros((batch, 1, 6, 6), np.float32))
         assert len(net._executors) <= model_module.MAX_EXECUTORS

@@ -370,7 +370,7 @@ def test_graph_is_networkx_and_param_specs():
     g = cnnc.load("network n {\n input x: [3, 4, 4]\n c: conv(2, kernel=3) -> flatten -> d: dense(5)\n}")
     assert list(g.nx.successors("c")) == ["flatten"]
     spec = g.params["c.weight"]
-    assert spec.init == "kaiming_uniform" and spec.fan_in == 27 and spec.node == "c"
+    assert spec.init == "fan_in_uniform" and spec.fan_in == 27 and spec.node == "c"
     assert g.params["d.bias"].init == "fan_in_uniform"
     assert g.parameter_count() == 2 * 27 + 2 + 5 * 8 + 5
 
@@ -384,3 +384,14 @@ def test_shape_inference_pass_rederives_types():
     g2 = with_input_types(g, {"x": cnnc.TensorType((BATCH, 3, 32, 32))})
     assert g2["conv"].type.sample_shape == (4, 15, 15)
     assert g["conv"].type.sample_shape == (4, 7, 7)  # the original is untouched
+
+
+def test_a_statement_cannot_start_with_a_sign():
+    # `y = a * 2` then `+ b` on the next line would compute `+ b` alone: refused, with the way out.
+    with pytest.raises(CnncError) as info:
+        cnnc.load("network n {\n input a: [3]\n input b: [3]\n y = a * 2\n  + b\n output y\n}")
+    assert (info.value.line, info.value.column) == (5, 3) and "put it in parentheses" in info.value.message
+    with pytest.raises(CnncError, match="cannot start with '-'"):
+        cnnc.load("network n {\n input a: [3]\n -a * 2\n}")
+    graph = cnnc.load("network n {\n input a: [3]\n input b: [3]\n y = (a * 2\n  + b)\n output y\n}")
+    assert [node.op.name for node in graph.nodes()] == ["input", "input", "scale", "add"]

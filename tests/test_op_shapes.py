@@ -229,8 +229,15 @@ def conv_transpose_case(draw):
 @st.composite
 def dense_case(draw):
     features, units, bias = draw(st.integers(1, 8)), draw(st.integers(1, 5)), draw(maybe(st.booleans()))
+    leading = draw(st.sampled_from([(), (), (3,), (2, 1, 3), (2, 3)]))  # [2, 3, features]: an image
     line = "l: " + call("dense", units, bias=bias)
-    return Case(floats(x=(features,)), line, lambda x: apply(nn.Linear(features, units, **kw(bias=bias)), x))
+
+    def linear(x):
+        if x.dim() == 4:  # cnnc stores images channels-last and refuses dense over their last axis
+            raise ValueError("dense over the last axis of an image: reshape it first")
+        return apply(nn.Linear(features, units, **kw(bias=bias)), x)
+
+    return Case(floats(x=(*leading, features)), line, linear)
 
 
 @st.composite
@@ -325,6 +332,22 @@ def prelu_case(draw):
 
 
 @st.composite
+def normalize_case(draw):
+    shape = draw(st.one_of(shapes(1, 1), shapes(3, 3), shapes(2, 2)))
+    mean = draw(st.lists(st.floats(-1, 1), min_size=1, max_size=4))
+    std = draw(st.lists(st.floats(0.5, 2), min_size=1, max_size=4))
+
+    def torch_normalize(x):
+        # torchvision's Normalize (written out: torchvision does not import beside this torch) on [C] or [C, H, W]
+        if x.dim() not in (2, 4) or any(len(v) not in (1, x.shape[1]) for v in (mean, std)):
+            raise ValueError("normalize: shapes do not match")
+        view = (1, -1) + (1,) * (x.dim() - 2)
+        return (x - torch.tensor(mean).view(view)) / torch.tensor(std).view(view)
+
+    return Case(floats(x=shape), call("normalize", mean, std), torch_normalize)
+
+
+@st.composite
 def softmax_case(draw, op: str, fn: Callable):
     shape = draw(shapes())
     axis = draw(maybe(st.just(axis_within_example(draw, len(shape) + 1))))
@@ -351,14 +374,27 @@ def dropout_case(draw):
 
 
 @st.composite
+def dropout2d_case(draw):
+    shape, p = draw(shapes(max_rank=4)), draw(maybe(st.sampled_from([0.0, 0.25, 0.5, 0.9])))
+
+    def channel_dropout(x):
+        # PyTorch's dropout2d of [N, C, L] is dropout1d's (it warns); other ranks it deprecates
+        if x.dim() not in (3, 4):
+            raise ValueError(f"dropout2d of a {x.dim()}-D batch")
+        return (F.dropout1d if x.dim() == 3 else F.dropout2d)(x, **kw(p=p), training=True)
+
+    return Case(floats(x=shape), call("dropout2d", p=p), channel_dropout)
+
+
+@st.composite
 def broadcast_case(draw, op: str, fn: Callable):
     """Two or three values of the same rank; each axis is the common size, 1, or (rarely) another size."""
     base = draw(shapes())
-    names = ["a", "b", "c"][: draw(st.integers(2, 3))]
+    names = ["a", "b", "c"][: draw(st.integers(2, 2 if op == "sub" else 3))]  # sub takes two
     inputs = {
         name: tuple(draw(st.sampled_from([d, d, 1, d + 1])) for d in base) for name in names
     }
-    symbol = {"add": " + ", "mul": " * "}[op]
+    symbol = {"add": " + ", "sub": " - ", "mul": " * "}[op]
     line = symbol.join(names) if draw(st.booleans()) else call(op, inputs=tuple(names))
     return Case(floats(**inputs), line, lambda *xs: functools.reduce(fn, xs))
 
@@ -382,6 +418,34 @@ def concat_case(draw):
     return Case(floats(**inputs), line, lambda *xs: torch.cat(xs, dim=join))
 
 
+@st.composite
+def slice_case(draw):
+    shape = draw(shapes())
+    axis = axis_within_example(draw, len(shape) + 1)
+    start, stop = draw(st.integers(-6, 6)), draw(maybe(st.integers(-6, 6)))
+
+    def narrow(x):
+        # x[..., start:stop] as Python counts, but out of range or empty is an error (narrow raises for those)
+        n = x.shape[axis]
+        end = n if stop is OMIT else stop + n * (stop < 0)
+        return x.narrow(axis, start, end - (start + n * (start < 0)))
+
+    return Case(floats(x=shape), call("slice", axis, start, stop=stop), narrow)
+
+
+@st.composite
+def crop_case(draw):
+    shape, offset, size = draw(shapes(2, 3, hi=8)), draw(pair(0, 4)), draw(pair(1, 6))
+    (top, left), (h, w) = [v if isinstance(v, list) else [v, v] for v in (offset, size)]
+
+    def window(x):
+        if nchw(x).shape[2] < top + h or x.shape[3] < left + w:  # slicing would clip it
+            raise ValueError("the window does not fit")
+        return x[:, :, top : top + h, left : left + w]
+
+    return Case(floats(x=shape), call("crop", offset, size), window)
+
+
 def changed(draw, shape: tuple[int, ...]) -> tuple[int, ...]:
     """The same shape, or (now and then) one with an axis resized, dropped or added."""
     how = draw(st.sampled_from(["same", "same", "resize", "drop", "add"]))
@@ -395,20 +459,116 @@ def changed(draw, shape: tuple[int, ...]) -> tuple[int, ...]:
     return shape
 
 
+def weight_shape(draw, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """A loss's weight: the shape of the terms, one time in three another one."""
+    return changed(draw, shape) if draw(st.integers(0, 2)) == 0 else shape
+
+
+def weighted_loss(terms: Callable, reduction: Any) -> Callable:
+    """A loss from its per-element terms and an optional weight of exactly their shape (no broadcasting; the
+    comparison reads its shape, so a mean over all terms stands for every normalization)."""
+    def loss(*xs):
+        *operands, weight = xs if len(xs) == 3 else (*xs, None)
+        out = terms(*operands)
+        if weight is not None:
+            if weight.shape != out.shape:
+                raise ValueError(f"weight {tuple(weight.shape)} differs from the terms {tuple(out.shape)}")
+            out = out * weight
+        return out.sum() if reduction == "sum" else out.mean()
+    return loss
+
+
 @st.composite
 def cross_entropy_case(draw):
+    """Labels or probabilities along a class axis (1 when left out), now and then a weight per element."""
     logits = draw(shapes())
-    labels = changed(draw, logits[1:])
-    ignore = draw(maybe(st.integers(-1, 3)))
-    inputs = {"logits": ("float32", logits), "labels": ("int64", labels)}
-    line = call("cross_entropy", inputs=("logits", "labels"), ignore=ignore)
-    return Case(inputs, line, lambda x, y: F.cross_entropy(x, y, **kw(ignore_index=ignore)))
+    rank = len(logits) + 1
+    how = draw(st.sampled_from(["default", "within", "any"]))  # "any": now and then out of range
+    if how == "default":
+        axis = OMIT
+    else:
+        axis = axis_within_example(draw, rank) if how == "any" else draw(st.sampled_from([d for d in range(1 - rank, rank) if d]))
+    dim = 1 if axis is OMIT else axis
+    soft = draw(st.booleans())
+    per_element = logits[: dim % rank - 1] + logits[dim % rank :] if -rank <= dim < rank else logits[1:]
+    target = changed(draw, logits if soft else per_element)
+    if soft:  # both refuse ignore with probabilities (PyTorch a non-negative one): drawn now and then
+        ignore = draw(st.sampled_from([OMIT, OMIT, OMIT, 2]))
+    else:
+        ignore = draw(maybe(st.integers(-1, 3)))
+    reduction = draw(maybe(st.sampled_from(["mean", "sum"])))
+    inputs = {"logits": ("float32", logits), "target": ("float32" if soft else "int64", target)}
+    if draw(st.booleans()):
+        inputs["weight"] = ("float32", weight_shape(draw, per_element))
+    line = call("cross_entropy", inputs=tuple(inputs), ignore=ignore, axis=axis, reduction=reduction)
+
+    def terms(x, y):
+        y = y.movedim(dim, 1) if soft else y
+        return F.cross_entropy(x.movedim(dim, 1), y, reduction="none", **kw(ignore_index=ignore))
+
+    if "weight" not in inputs:  # PyTorch's own reductions
+        return Case(inputs, line, lambda x, y: F.cross_entropy(x.movedim(dim, 1), y.movedim(dim, 1) if soft else y,
+                                                               **kw(ignore_index=ignore, reduction=reduction)))
+    return Case(inputs, line, weighted_loss(terms, reduction))
 
 
 @st.composite
 def pointwise_loss_case(draw, op: str, fn: Callable):
+    """Now and then a weight per element; bce_with_logits's pos_weight."""
     pred = draw(shapes())
-    return Case(floats(p=pred, t=changed(draw, pred)), call(op, inputs=("p", "t")), fn)
+    inputs = floats(p=pred, t=changed(draw, pred))
+    if draw(st.booleans()):
+        inputs["w"] = ("float32", weight_shape(draw, pred))
+    reduction = draw(maybe(st.sampled_from(["mean", "sum"])))
+    pos = draw(maybe(st.sampled_from([0.5, 2.0]))) if op == "bce_with_logits" else OMIT
+    line = call(op, inputs=tuple(inputs), reduction=reduction, pos_weight=pos)
+    options = kw(pos_weight=OMIT if pos is OMIT else torch.tensor(pos))
+    return Case(inputs, line, weighted_loss(lambda p, t: fn(p, t, reduction="none", **options), reduction))
+
+
+@st.composite
+def reduce_case(draw, op: str):
+    """sum or mean over none (everything), an axis or a list of axes (now and then out of range or repeated)."""
+    shape = draw(shapes(max_rank=4))
+    how = draw(st.sampled_from(["none", "one", "list", "list"]))
+    axes = [axis_within_example(draw, len(shape) + 1) for _ in range(draw(st.integers(1, 3)))]
+    axis = None if how == "none" else axes[0] if how == "one" else axes
+    given = draw(maybe(st.just(axis)))
+    keepdims = draw(maybe(st.booleans()))
+
+    def torch_reduce(x):
+        if axis is None or given is OMIT:
+            if keepdims is True:  # PyTorch would keep the batch as an axis of 1; cnnc refuses
+                raise ValueError("keepdims needs an axis")
+            return getattr(x, op)()
+        return getattr(x, op)(dim=axis, keepdim=keepdims is True)
+
+    return Case(floats(x=shape), call(op, axis=given, keepdims=keepdims), torch_reduce)
+
+
+@st.composite
+def expand_case(draw):
+    shape = draw(shapes())
+    target = [draw(st.sampled_from([1, 2, 3, -1] if d == 1 else [d, d, -1, d + 1])) for d in shape]
+    target = draw(st.sampled_from([target] * 5 + [target[1:], [2, *target]]))  # rarely another rank
+
+    def torch_expand(x):
+        if len(target) != x.dim() - 1:  # PyTorch would add axes before the batch
+            raise ValueError("expand keeps the rank")
+        return x.expand(BATCH_SIZE, *target)
+
+    return Case(floats(x=shape), call("expand", target), torch_expand)
+
+
+@st.composite
+def gram_case(draw):
+    def torch_gram(x):
+        if x.dim() not in (3, 4):
+            raise ValueError(f"gram of a {x.dim()}-D batch")
+        f = x.reshape(BATCH_SIZE, x.shape[1], -1)
+        return f @ f.transpose(1, 2) / f[0].numel()
+
+    return Case(floats(x=draw(shapes(1, 4))), "gram", torch_gram)
 
 
 # op -> a function giving its strategy (called only once PyTorch is known to be there)
@@ -428,20 +588,39 @@ CASES: dict[str, Callable[[], Any]] = {
     "tanh": lambda: elementwise_case("tanh", torch.tanh),
     "leaky_relu": leaky_relu_case,
     "prelu": prelu_case,
+    "normalize": normalize_case,
     "softmax": lambda: softmax_case("softmax", F.softmax),
     "log_softmax": lambda: softmax_case("log_softmax", F.log_softmax),
     "batchnorm": batchnorm_case,
     "dropout": dropout_case,
+    "dropout2d": dropout2d_case,
     "add": lambda: broadcast_case("add", torch.add),
     "mul": lambda: broadcast_case("mul", torch.mul),
     "concat": concat_case,
+    "sub": lambda: broadcast_case("sub", torch.sub),
+    "slice": slice_case,
+    "crop": crop_case,
+    "neg": lambda: elementwise_case("neg", torch.neg),
+    "scale": lambda: elementwise_case("scale(-2.5)", lambda x: x * -2.5),
+    "shift": lambda: elementwise_case("shift(offset=0.5)", lambda x: x + 0.5),
+    "reciprocal": lambda: elementwise_case("reciprocal", torch.reciprocal),
+    "sqrt": lambda: elementwise_case("sqrt", torch.sqrt),
+    "abs": lambda: elementwise_case("abs", torch.abs),
+    "exp": lambda: elementwise_case("exp", torch.exp),
+    "log": lambda: elementwise_case("log", torch.log),
+    "square": lambda: elementwise_case("square", torch.square),
     "cross_entropy": cross_entropy_case,
     "mse": lambda: pointwise_loss_case("mse", F.mse_loss),
     "bce_with_logits": lambda: pointwise_loss_case("bce_with_logits", F.binary_cross_entropy_with_logits),
+    "sum": lambda: reduce_case("sum"),
+    "mean": lambda: reduce_case("mean"),
+    "expand": expand_case,
+    "gram": gram_case,
 }
 
 # Ops whose random cases are all valid: the comparison sees no rejections for them.
-ALWAYS_VALID = {"relu", "sigmoid", "tanh", "leaky_relu", "dropout", "flatten", "dense"}
+ALWAYS_VALID = {"relu", "sigmoid", "tanh", "leaky_relu", "dropout", "flatten"}
+ALWAYS_VALID |= {"neg", "scale", "shift", "reciprocal", "sqrt", "abs", "exp", "log", "square"}
 
 
 @pytest.mark.parametrize("op", PUBLIC_OPS)
@@ -533,6 +712,18 @@ ERRORS = {
     "add": ("input a: [64, 32, 32]\ninput b: [128, 16, 16]\na + b", "a + b",
             ["[64, 32, 32]", "[128, 16, 16]", "differ"]),
     "mul": ("input a: [4, 5, 5]\ninput b: [4, 6, 5]\ny = mul(a, b)", "mul(", ["[4, 5, 5]", "[4, 6, 5]", "differ"]),
+    "sub": ("input a: [4, 5, 5]\ninput b: [4, 6, 5]\ny = a - b", "a - b", ["[4, 5, 5]", "[4, 6, 5]", "differ"]),
+    "neg": ("input x: int64[4]\ny = -x", "-x", ["floating-point", "int64"]),
+    "scale": ("input x: int64[4]\ny = 2 * x", "2 * x", ["floating-point", "int64"]),
+    "shift": ("input x: int64[4]\ny = x + 1", "x + 1", ["floating-point", "int64"]),
+    "reciprocal": ("input x: int64[4]\ny = 1 / x", "1 / x", ["floating-point", "int64"]),
+    "sqrt": ("input x: int64[4]\nsqrt", "sqrt", ["floating-point", "int64"]),
+    "abs": ("input x: int64[4]\nabs", "abs", ["floating-point", "int64"]),
+    "exp": ("input x: int64[4]\nexp", "exp", ["floating-point", "int64"]),
+    "log": ("input x: int64[4]\nlog", "log", ["floating-point", "int64"]),
+    "square": ("input x: int64[4]\nsquare", "square", ["floating-point", "int64"]),
+    "slice": ("input x: [4, 5, 5]\nslice(2, 1, 7)", "slice(", ["stop 7", "axis 2", "[4, 5, 5]"]),
+    "crop": ("input x: [4, 5, 5]\ncrop(3, [2, 3])", "crop(", ["size [2, 3]", "offset [3, 3]", "[4, 5, 5]"]),
     "concat": ("input a: [4, 5, 5]\ninput b: [3, 5, 5]\nconcat(a, b, axis=2)", "concat(",
                ["[4, 5, 5]", "[3, 5, 5]", "axis 2"]),
     "conv": ("input x: [3, 4, 4]\nx -> conv(8, kernel=7)", "conv(", ["kernel [7, 7]", "[3, 4, 4]"]),
@@ -551,9 +742,11 @@ ERRORS = {
     "relu": ("input x: int64[4]\nrelu", "relu", ["floating-point", "int64"]),
     "leaky_relu": ("input x: int64[4]\nleaky_relu(0.1)", "leaky_relu(", ["floating-point", "int64"]),
     "prelu": ("input x: [4, 5]\nl: prelu", "prelu", ["[channels]", "[4, 5]", "(in l)"]),
+    "normalize": ("input x: [3, 4, 4]\nn: normalize([0.5, 0.5], 1)", "normalize(", ["mean has 2 values", "[3, 4, 4] has 3 channels", "(in n)"]),
     "sigmoid": ("input x: int64[4]\nsigmoid", "sigmoid", ["floating-point", "int64"]),
     "tanh": ("input x: int64[4]\ntanh", "tanh", ["floating-point", "int64"]),
     "dropout": ("input x: int64[4]\ndropout(0.5)", "dropout(", ["floating-point", "int64"]),
+    "dropout2d": ("input x: [8]\ndropout2d(0.5)", "dropout2d(", ["[channels, height, width]", "[8]"]),
     "softmax": ("input x: [4, 5]\nsoftmax(axis=3)", "softmax(", ["axis 3", "[4, 5]"]),
     "log_softmax": ("input x: [4, 5]\nlog_softmax(axis=-3)", "log_softmax(", ["axis -3", "[4, 5]"]),
     "batchnorm": ("input x: [4, 5]\nbn: batchnorm", "batchnorm", ["[channels]", "[4, 5]", "(in bn)"]),
@@ -562,6 +755,10 @@ ERRORS = {
     "mse": ("input p: [10]\ninput t: [5]\nmse(p, t)", "mse(", ["prediction [10]", "target [5]"]),
     "bce_with_logits": ("input p: [3, 4, 4]\ninput t: [3, 4, 5]\np -> relu -> bce_with_logits(t)", "bce_with_logits(",
                         ["prediction [3, 4, 4]", "target [3, 4, 5]"]),
+    "sum": ("input x: [4, 5]\nsum(axis=3)", "sum(", ["axis 3", "[4, 5]"]),
+    "mean": ("input x: [4, 5, 6]\nmean(axis=[2, -2])", "mean(", ["axes [2, -2]", "[4, 5, 6]", "twice"]),
+    "expand": ("input x: [3, 4]\nexpand([3, 8])", "expand(", ["[3, 4]", "[3, 8]", "axis 2"]),
+    "gram": ("input x: [8]\ngram", "gram", ["[channels, height, width]", "[8]"]),
 }
 
 

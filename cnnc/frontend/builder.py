@@ -24,6 +24,9 @@ from typing import Any
 
 from ..errors import CnncError, Loc, closest
 from ..graph import BATCH, Graph, Node, ParamSpec, TensorType
+from ..initializers import NAMES as INITIALIZERS
+from ..initializers import Initializer
+from ..initializers import make as make_initializer
 from ..ops import REGISTRY, Op, ShapeError
 from ..ops.base import Attrs, BindError
 from . import ast
@@ -122,6 +125,8 @@ def labels_in(stmts: list[ast.Node]) -> set[str]:
 
 
 def _show(value: Any) -> str:
+    if isinstance(value, Initializer):
+        return f"the initializer {value}"
     if isinstance(value, Value):
         return f"a tensor {value.type}"
     if isinstance(value, bool):
@@ -208,6 +213,10 @@ class Builder:
     def _stmt(self, stmt: ast.Node, frame: Frame) -> None:
         self._tick(stmt.loc)
         if isinstance(stmt, ast.Chain):
+            sign = _leading_sign(stmt.links[0].expr)
+            if sign is not None:  # `x = a\n + b` would otherwise compute `+ b` on its own, silently
+                raise CnncError(f"a statement cannot start with '{sign}' (a line break ends the statement before it); "
+                                "to continue an expression on the next line, put it in parentheses", stmt.loc)
             value = self._chain(stmt, frame)
             if not isinstance(value, Value):
                 raise CnncError(f"this statement computes {_show(value)}, not a tensor; assign it to a name", stmt.loc)
@@ -239,7 +248,7 @@ class Builder:
         return value
 
     def _check_bindable(self, name: str, frame: Frame, loc: Loc) -> None:
-        if name in REGISTRY or name in BUILTINS:
+        if name in REGISTRY or name in BUILTINS or name in INITIALIZERS:
             raise CnncError(f"'{name}' is the name of a built-in; choose another name", loc)
         if name in frame.module.visible:
             raise CnncError(f"'{name}' is the name of a block or network; choose another name", loc)
@@ -362,6 +371,8 @@ class Builder:
             else:
                 positional.append(value)
                 positional_args.append(arg)
+        if head and positional and not tensors and op.name in BUILTINS:  # abs(-2) is the built-in, abs(x) the op
+            return self._builtin(op.name, positional, loc)
         if head and tensors:
             inputs = tensors
         elif input is not None:
@@ -376,6 +387,8 @@ class Builder:
             if not inputs:
                 raise CnncError(f"{op.name} has no input: nothing comes before it", loc)
             raise CnncError(f"{op.name} takes {want} input{'s' if want != 1 else ''}, got {len(inputs)}", loc)
+        options = {key: (keywords.pop(key), keyword_args[key].loc) for key in LAYER_OPTIONS
+                   if key in keywords and key not in {at.name for at in op.attrs}}
         try:
             attrs = op.bind(positional, keywords)
         except BindError as e:
@@ -385,9 +398,10 @@ class Builder:
             elif isinstance(e.where, str) and e.where in keyword_args:
                 where = keyword_args[e.where].loc
             raise CnncError(str(e), where) from None
-        return self._add_node(op, attrs, inputs, loc, frame, label)
+        return self._add_node(op, attrs, inputs, loc, frame, label, options)
 
-    def _add_node(self, op: Op, attrs: Attrs, inputs: list[Value], loc: Loc, frame: Frame, label: str | None) -> Value:
+    def _add_node(self, op: Op, attrs: Attrs, inputs: list[Value], loc: Loc, frame: Frame, label: str | None,
+                  options: dict | None = None) -> Value:
         name = frame.scope.name(label, op.name, loc)
         types = [v.type for v in inputs]
         try:
@@ -404,6 +418,8 @@ class Builder:
             full = f"{name}.{spec.name}"
             local_to_full[spec.name] = full
             specs[full] = replace(spec, name=full, node=name)
+        if options:
+            _apply_layer_options(op, name, specs, options)
         if name in self.graph:
             raise CnncError(f"the name '{name}' is already used", loc)
         self.graph.add(Node(name, op, attrs, [v.node for v in inputs], out, local_to_full, loc), specs)
@@ -524,6 +540,8 @@ class Builder:
                 return frame.vars[expr.id]
             if expr.id in REGISTRY or expr.id in frame.module.visible:
                 return self._apply(expr, frame, frame.current, True, None)
+            if expr.id in INITIALIZERS:
+                return self._initializer(expr.id, [], expr.loc, frame)
             self._unknown(expr.id, frame, expr.loc)
         if isinstance(expr, ast.ListExpr):
             return self._new_list([self._eval(item, frame) for item in expr.items], expr.loc)
@@ -577,14 +595,36 @@ class Builder:
                 raise CnncError(f"{expr.func}() takes no keyword arguments", expr.loc)
             args = [self._eval(a.value, frame) for a in expr.args]
             self._tick(expr.loc, sum(self._size(a) for a in args))
-            try:
-                return BUILTINS[expr.func](*args)
-            except (TypeError, ValueError, OverflowError) as e:
-                message = str(e) if f"{expr.func}()" in str(e) else f"{expr.func}(): bad arguments {', '.join(_show(a) for a in args)}"
-                raise CnncError(message, expr.loc) from None
+            return self._builtin(expr.func, args, expr.loc)
+        if expr.func in INITIALIZERS:
+            return self._initializer(expr.func, expr.args, expr.loc, frame)
         if expr.func in frame.vars:
             raise CnncError(f"'{expr.func}' is a value and cannot be called", expr.loc)
         self._unknown(expr.func, frame, expr.loc, called=True)
+
+    def _builtin(self, name: str, args: list[Any], loc: Loc) -> Any:
+        """A built-in function (`min`, `abs`, ...) of evaluated arguments."""
+        try:
+            return BUILTINS[name](*args)
+        except (TypeError, ValueError, OverflowError) as e:
+            message = str(e) if f"{name}()" in str(e) else f"{name}(): bad arguments {', '.join(_show(a) for a in args)}"
+            raise CnncError(message, loc) from None
+
+    def _initializer(self, name: str, args: list[ast.Arg], loc: Loc, frame: Frame) -> Initializer:
+        """`normal(0.02)`, `xavier`: an initializer, a value that `init=` and `bias_init=` take."""
+        positional, keywords = [], {}
+        for arg in args:
+            value = self._eval(arg.value, frame)
+            if arg.name is None:
+                if keywords:
+                    raise CnncError("positional arguments come before keyword arguments", arg.loc)
+                positional.append(value)
+            else:
+                keywords[arg.name] = value
+        try:
+            return make_initializer(name, positional, keywords)
+        except ValueError as e:
+            raise CnncError(str(e), loc) from None
 
     def _binop(self, expr: ast.BinOp, frame: Frame) -> Any:
         # a + b + c + ... is a left-deep tree: walk down its left operands in a loop, not by recursion.
@@ -651,14 +691,39 @@ class Builder:
         return result
 
     def _tensor_binop(self, expr: ast.BinOp, frame: Frame, left: Any, right: Any) -> Value:
-        names = {"+": "add", "*": "mul"}
-        if expr.op not in names or not (isinstance(left, Value) and isinstance(right, Value)):
-            raise CnncError(
-                f"'{expr.op}' is not defined for {_show(left)} and {_show(right)}; tensors support + and * with each other",
-                expr.loc,
-            )
-        op = REGISTRY[names[expr.op]]
-        return self._add_node(op, op.bind([], {}), [left, right], expr.loc, frame, None)
+        """`left op right` with a tensor on either side: +, - and * of two tensors; +, -, * and / with a number."""
+        op = expr.op
+
+        def apply(name: str, x: Value, *others: Value, **attrs: Any) -> Value:
+            layer = REGISTRY[name]
+            return self._add_node(layer, layer.bind([], attrs), [x, *others], expr.loc, frame, None)
+
+        tensors = isinstance(left, Value) and isinstance(right, Value)
+        if tensors and op in ("+", "-", "*"):
+            return apply({"+": "add", "-": "sub", "*": "mul"}[op], left, right)
+        x, k = (left, right) if isinstance(left, Value) else (right, left)
+        if not tensors and _is_num(k) and op in ("+", "-", "*", "/"):  # the language's numbers are finite
+            k = float(k)
+            if op == "+":
+                return apply("shift", x, offset=k)
+            if op == "*":
+                return apply("scale", x, factor=k)
+            if op == "-":
+                return apply("shift", x, offset=-k) if x is left else apply("shift", apply("neg", x), offset=k)
+            if x is right:  # k / x, as PyTorch computes it
+                return apply("reciprocal", x) if k == 1.0 else apply("scale", apply("reciprocal", x), factor=k)
+            if k == 0.0:
+                raise CnncError("division of a tensor by zero", expr.loc)
+            if not math.isfinite(1.0 / k):  # x / k is x * (1 / k)
+                raise CnncError(f"division of a tensor by {_show(right)}: its reciprocal is too large", expr.loc)
+            return apply("scale", x, factor=1.0 / k)
+        hints = {"**": " (x ** 2 is square(x), x ** 0.5 is sqrt(x))", "/": " (x / y is x * reciprocal(y))"}
+        hint = hints.get(op, "") if op == "**" or tensors else ""
+        raise CnncError(
+            f"'{op}' is not defined for {_show(left)} and {_show(right)}; tensors take +, - and * with each other "
+            f"and +, -, * and / with a number{hint}",
+            expr.loc,
+        )
 
     def _unary(self, expr: ast.UnaryOp, frame: Frame) -> Any:
         value = self._eval(expr.operand, frame)
@@ -666,8 +731,11 @@ class Builder:
             if not isinstance(value, bool):
                 raise CnncError(f"'not' needs true or false, got {_show(value)}", expr.loc)
             return not value
+        if isinstance(value, Value):  # -x is neg(x); +x is x
+            op = REGISTRY["neg"]
+            return self._add_node(op, op.bind([], {}), [value], expr.loc, frame, None) if expr.op == "-" else value
         if not _is_num(value):
-            raise CnncError(f"unary '{expr.op}' needs a number, got {_show(value)}", expr.loc)
+            raise CnncError(f"unary '{expr.op}' needs a number or a tensor, got {_show(value)}", expr.loc)
         return -value if expr.op == "-" else value
 
     def _attribute(self, expr: ast.Attribute, frame: Frame) -> Any:
@@ -699,6 +767,43 @@ class Builder:
         if not -len(value) <= index < len(value):
             raise CnncError(f"index {index} is out of range for a list of {len(value)}", expr.loc)
         return value[index]
+
+
+# Keywords every layer with parameters takes (unless its op has an argument of that name, as prelu's `init`):
+# the initializer of its weight, that of its bias, and whether its parameters train.
+LAYER_OPTIONS = ("init", "bias_init", "frozen")
+
+
+def _apply_layer_options(op: Op, layer: str, specs: dict[str, ParamSpec], options: dict[str, tuple[Any, Loc]]) -> None:
+    trained = {spec.name.rpartition(".")[2]: full for full, spec in specs.items() if spec.kind == "param"}
+    for key, (value, loc) in options.items():
+        if not trained:
+            raise CnncError(f"{op.name} has no parameters, so '{key}=' does not apply", loc)
+        if key == "frozen":
+            if not isinstance(value, bool):
+                raise CnncError(f"{op.name}: frozen: expected true or false, got {_show(value)}", loc)
+            if value:
+                for full in trained.values():
+                    specs[full] = replace(specs[full], kind="frozen")
+            continue
+        local = "weight" if key == "init" else "bias"
+        if not isinstance(value, Initializer):
+            raise CnncError(f"{op.name}: {key}: expected an initializer such as normal(0.02), xavier or zeros, got {_show(value)}", loc)
+        if local not in trained:
+            raise CnncError(f"{op.name} has no {local} here, so '{key}=' does not apply (in {layer})", loc)
+        spec = specs[trained[local]]
+        if value.name in ("xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal") and len(spec.shape) < 2:
+            raise CnncError(f"{op.name}: {key}: {value.name} needs a weight of two or more dimensions; {spec.name} is {list(spec.shape)}", loc)
+        if value.name == "bilinear" and len(spec.shape) != 4:
+            raise CnncError(f"{op.name}: {key}: bilinear initializes a conv_transpose weight; {spec.name} is {list(spec.shape)}", loc)
+        specs[trained[local]] = replace(spec, init=value.name, args=value.args)
+
+
+def _leading_sign(expr: ast.Node) -> str | None:
+    """The unary + or - an expression starts with (`+ b * c` too), or None."""
+    while isinstance(expr, ast.BinOp):
+        expr = expr.left
+    return expr.op if isinstance(expr, ast.UnaryOp) and expr.op in ("+", "-") else None
 
 
 def _is_num(x: Any) -> bool:

@@ -1,4 +1,4 @@
-"""Activations: elementwise nonlinearities and the softmax family."""
+"""Elementwise functions (activations, math, arithmetic with a number) and the softmax family."""
 
 from __future__ import annotations
 
@@ -119,6 +119,118 @@ class Tanh(_Elementwise):
     grad_expr = "a * (1.0 - b * b)"
 
 
+# -- elementwise math, as PyTorch computes it (values and gradients at 0, negatives and infinities alike).
+# A division by zero raises in Numba's CPU kernels, so each one is guarded and gives the IEEE quotient.
+
+
+@_with_grad
+class Sqrt(_Elementwise):
+    """Square root; NaN below 0. Its gradient dy / (2 * y) is infinite at 0."""
+
+    name = "sqrt"
+    expr = "math.sqrt(a)"
+    grad_expr = "a / (b + b) if b != 0.0 else a * math.copysign(math.inf, b)"
+
+
+@_with_grad
+class Abs(_Elementwise):
+    """Absolute value; its gradient is dy * sign(x), 0 at 0 (as torch.sign)."""
+
+    name = "abs"
+    expr = "math.fabs(a)"
+    grad_expr = "a if b > 0 else (-a if b < 0 else a * b * 0.0)"  # the last: 0, or NaN where x or dy is NaN
+    grad_reads = "input"
+
+
+@_with_grad
+class Exp(_Elementwise):
+    """e ** x."""
+
+    name = "exp"
+    expr = "math.exp(a)"
+    grad_expr = "a * b"
+
+
+@_with_grad
+class Log(_Elementwise):
+    """Natural logarithm: -inf at 0, NaN below 0. Its gradient is dy / x."""
+
+    name = "log"
+    expr = "math.log(a)"
+    grad_expr = "a / b if b != 0.0 else a * math.copysign(math.inf, b)"
+    grad_reads = "input"
+
+
+@_with_grad
+class Square(_Elementwise):
+    """x * x."""
+
+    name = "square"
+    expr = "a * a"
+    grad_expr = "a * (b + b)"
+    grad_reads = "input"
+
+
+@_with_grad
+class Reciprocal(_Elementwise):
+    """1 / x (infinite at 0); `k / x` in the language is `k * reciprocal(x)`, as PyTorch computes it."""
+
+    name = "reciprocal"
+    expr = "1.0 / a if a != 0.0 else math.copysign(math.inf, a)"
+    grad_expr = "-a * (b * b)"
+
+
+# -- arithmetic with a number: `-x`, `k * x`, `x / k`, `x + k`, `x - k`, `k - x` in the language.
+# Their gradients are these ops again, reading dy alone.
+
+
+@register
+class Neg(_Elementwise):
+    """-x."""
+
+    name = "neg"
+    expr = "-a"
+
+    def grad(self, g, dy):
+        g.input_grad(0, g.apply("neg", [dy]))
+
+
+@register
+class Scale(_Elementwise):
+    """x * factor (`x / k` is x * (1 / k))."""
+
+    name = "scale"
+    attrs = (Attr("factor", number),)
+    expr = "a * factor"
+
+    def scalars(self, a):
+        return {"factor": a.factor}
+
+    def passes_input(self, a, training, out, x):
+        return a.factor == 1.0
+
+    def grad(self, g, dy):
+        g.input_grad(0, g.apply("scale", [dy], factor=g.node.attrs["factor"]))
+
+
+@register
+class Shift(_Elementwise):
+    """x + offset (`x - k` is x + (-k))."""
+
+    name = "shift"
+    attrs = (Attr("offset", number),)
+    expr = "a + offset"
+
+    def scalars(self, a):
+        return {"offset": a.offset}
+
+    def passes_input(self, a, training, out, x):
+        return a.offset == 0.0
+
+    def grad(self, g, dy):
+        g.input_grad(0, dy)
+
+
 def axis(value):
     value = integer(value)
     if value == 0:
@@ -222,7 +334,7 @@ class PRelu(Op):
         return x
 
     def params(self, a, x):
-        return [param("weight", (x.shape[1],), "constant", value=a.init)]
+        return [param("weight", (x.shape[1],), "constant", args=(a.init,))]
 
     def expression(self, a, out, x):
         return Expr("a if a > 0 else P_weight * a", params=("weight",))

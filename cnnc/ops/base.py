@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import MAX_INT
 from ..graph import BATCH, ParamSpec, TensorType
+from ..initializers import TABLE as INITIALIZERS
 
 
 class Fusion(enum.Enum):
@@ -196,14 +197,11 @@ class Attrs(dict):
             raise AttributeError(name) from None
 
 
-# -- initializers (PyTorch's defaults); the runtime implements them ----------
-INITIALIZERS = ("kaiming_uniform", "fan_in_uniform", "zeros", "ones", "constant")
-
-
-def param(name: str, shape: tuple[int, ...], init: str, fan_in: int = 0, kind: str = "param", value: float = 0.0) -> ParamSpec:
-    """A parameter spec with a local name; the front end prefixes the layer's path. `value`: the "constant" init's."""
+def param(name: str, shape: tuple[int, ...], init: str, fan_in: int = 0, kind: str = "param", args: tuple = ()) -> ParamSpec:
+    """A parameter spec with a local name; the front end prefixes the layer's path. `init` and `args`: an
+    initializer of cnnc/initializers.py (PyTorch's default for the layer) and its arguments."""
     assert init in INITIALIZERS, init
-    return ParamSpec(name=name, shape=tuple(int(s) for s in shape), init=init, kind=kind, fan_in=fan_in, value=value)
+    return ParamSpec(name=name, shape=tuple(int(s) for s in shape), init=init, kind=kind, fan_in=fan_in, args=tuple(args))
 
 
 # -- the op record ----------------------------------------------------------

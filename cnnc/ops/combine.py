@@ -1,12 +1,29 @@
-"""Ops that combine several values: add, mul (with broadcasting) and concat."""
+"""Ops that combine values and take them apart: add, sub, mul (with broadcasting), concat, slice and crop."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 from ..kernels import FLAT_OUT, OUT, In, Kernel, Pack
 from ..layout import physical_axis, physical_shape
-from .base import EXPR_INPUTS, Attr, AttrError, Expr, Fusion, Op, ShapeError, TensorType, expect_float, integer, register
+from .base import (
+    EXPR_INPUTS,
+    Attr,
+    AttrError,
+    Expr,
+    Fusion,
+    Op,
+    ShapeError,
+    TensorType,
+    expect_float,
+    expect_rank,
+    integer,
+    nonnegative_pair,
+    optional,
+    positive_pair,
+    register,
+)
 
 
 def _padded_dims(t: TensorType) -> tuple[int, int, int]:
@@ -102,6 +119,24 @@ class Mul(_Broadcasting):
 
 
 @register
+class Sub(_Broadcasting):
+    """Difference of two values (`a - b`); shapes broadcast as in NumPy."""
+
+    name = "sub"
+    inputs = 2
+    symbol = "-"
+
+    def fold(self, a, values):
+        return values[0] - values[1]
+
+    def grad(self, g, dy):
+        a, b = g.node.inputs
+        g.input_grad(0, g.sum_to(dy, a))
+        if g.needs_input_grad(1):
+            g.input_grad(1, g.apply("neg", [g.sum_to(dy, b)]))
+
+
+@register
 class SumTo(Op):
     """A broadcast gradient summed back to the shape of the value that was broadcast."""
 
@@ -127,6 +162,13 @@ def concat_axis(value):
     value = integer(value)
     if value == 0:
         raise AttrError("axis 0 is the batch; concat joins values within one example")
+    return value
+
+
+def slice_axis(value):
+    value = integer(value)
+    if value == 0:
+        raise AttrError("axis 0 is the batch; slice takes a range within one example")
     return value
 
 
@@ -195,28 +237,133 @@ def _axis_split(t: TensorType, axis: int) -> tuple[int, int]:
     return shape[p], inner
 
 
+def _slice_range(a, x: TensorType) -> tuple[int, int, int]:
+    """(axis, start, stop) of a slice of `x`, counted from 0: negative values count from the end, as in Python."""
+    rank = x.rank
+    if not x.batched or not -rank < a.axis < rank or a.axis % rank == 0:
+        raise ShapeError(f"slice: axis {a.axis} is out of range for {x} (axis 0 is the batch)")
+    axis = a.axis % rank
+    n = x.shape[axis]
+    if not -n <= a.start < n:
+        raise ShapeError(f"slice: start {a.start} is out of range for axis {a.axis} of {x} (length {n})")
+    given = n if a.stop is None else a.stop
+    if not -n <= given <= n:
+        raise ShapeError(f"slice: stop {given} is out of range for axis {a.axis} of {x} (length {n})")
+    start, stop = a.start % n, given % n if given < 0 else given
+    if stop <= start:
+        raise ShapeError(f"slice: [{a.start}, {given}) is empty for axis {a.axis} of {x} (length {n})")
+    return axis, start, stop
+
+
 @register
 class Slice(Op):
-    """The range [start, stop) of a value along an axis (the gradient of concat)."""
+    """The range [start, stop) of a value along an axis, as Python's x[..., start:stop] (also concat's gradient)."""
 
     name = "slice"
-    internal = True
     fusion = Fusion.INJECTIVE
-    attrs = (Attr("axis", int), Attr("start", int), Attr("stop", int))
+    attrs = (Attr("axis", slice_axis), Attr("start", integer), Attr("stop", optional(integer), None))
 
     def infer(self, a, x):
-        axis = a.axis % x.rank
-        if not 0 <= a.start < a.stop <= x.shape[axis]:
-            raise ShapeError(f"slice: [{a.start}, {a.stop}) is out of range for axis {a.axis} of {x}")
+        axis, start, stop = _slice_range(a, x)
         shape = list(x.shape)
-        shape[axis] = a.stop - a.start
-        return TensorType(tuple(shape), x.dtype)
+        shape[axis] = stop - start
+        return replace(x, shape=tuple(shape))
 
     def flops(self, a, out, x):
         return 0
 
+    def passes_input(self, a, training, out, x):
+        return out == x
+
     def cpu(self, a, out, x):
-        n, inner = _axis_split(x, a.axis)
-        return Kernel("combine", "slice_axis", (In(0, flat=True), FLAT_OUT, n, inner, a.start, a.stop))
+        # The buffer seen as [rows, 1, n, inner]: a window of one row and columns start to stop.
+        axis, start, stop = _slice_range(a, x)
+        n, inner = _axis_split(x, axis)
+        return Kernel("combine", "crop", (In(0, flat=True), FLAT_OUT, 1, n, inner, 0, start, 1, stop - start))
+
+    cuda = cpu  # the same entry in cnnc/kernels/cuda/combine.py
+
+    def grad(self, g, dy):
+        x = g.type_of(g.node.inputs[0])
+        axis, start, _ = _slice_range(g.node.attrs, x)
+        g.input_grad(0, g.apply("slice_grad", [dy], axis=axis, start=start, shape=x.shape))
+
+
+@register
+class SliceGrad(Op):
+    """The gradient of slice: dy placed at `start` along `axis` of a zero value of `shape`."""
+
+    name = "slice_grad"
+    internal = True
+    fusion = Fusion.INJECTIVE
+    attrs = (Attr("axis", int), Attr("start", int), Attr("shape", tuple))
+
+    def infer(self, a, dy):
+        return replace(dy, shape=tuple(a.shape))
+
+    def flops(self, a, out, dy):
+        return 0
+
+    def cpu(self, a, out, dy):
+        n, inner = _axis_split(out, a.axis)
+        return Kernel("combine", "uncrop", (In(0, flat=True), FLAT_OUT, 1, n, inner, 0, a.start, 1, dy.shape[a.axis]))
+
+    cuda = cpu  # the same entry in cnnc/kernels/cuda/combine.py
+
+
+def _window(t: TensorType) -> tuple[int, int, int]:
+    """(h, w, inner): the buffer of an image seen as [rows, h, w, inner] (NHWC: rows N, inner C; NCHW: rows N * C)."""
+    shape = physical_shape(t, 1)
+    p = physical_axis(t, 2)  # width follows height in both layouts
+    return shape[p], shape[p + 1], math.prod(shape[p + 2 :])
+
+
+@register
+class Crop(Op):
+    """A window of [C, H, W]: `size` rows and columns from `offset` on (FCN's x[:, :, 5:5 + H, 5:5 + W])."""
+
+    name = "crop"
+    fusion = Fusion.INJECTIVE
+    attrs = (Attr("offset", nonnegative_pair), Attr("size", positive_pair))
+
+    def infer(self, a, x):
+        expect_rank("crop", x, 4)
+        (top, left), (h, w) = a.offset, a.size
+        if top + h > x.shape[2] or left + w > x.shape[3]:
+            raise ShapeError(f"crop: a window of size [{h}, {w}] at offset [{top}, {left}] does not fit in {x}")
+        return replace(x, shape=(*x.shape[:2], h, w))
+
+    def flops(self, a, out, x):
+        return 0
+
+    def passes_input(self, a, training, out, x):
+        return out == x
+
+    def cpu(self, a, out, x):
+        return Kernel("combine", "crop", (In(0, flat=True), FLAT_OUT, *_window(x), *a.offset, *a.size))
+
+    cuda = cpu  # the same entry in cnnc/kernels/cuda/combine.py
+
+    def grad(self, g, dy):
+        g.input_grad(0, g.apply("crop_grad", [dy], offset=g.node.attrs["offset"], shape=g.type_of(g.node.inputs[0]).shape))
+
+
+@register
+class CropGrad(Op):
+    """The gradient of crop: dy placed at `offset` in a zero image of `shape`."""
+
+    name = "crop_grad"
+    internal = True
+    fusion = Fusion.INJECTIVE
+    attrs = (Attr("offset", tuple), Attr("shape", tuple))
+
+    def infer(self, a, dy):
+        return replace(dy, shape=tuple(a.shape))
+
+    def flops(self, a, out, dy):
+        return 0
+
+    def cpu(self, a, out, dy):
+        return Kernel("combine", "uncrop", (In(0, flat=True), FLAT_OUT, *_window(out), *a.offset, *dy.shape[2:]))
 
     cuda = cpu  # the same entry in cnnc/kernels/cuda/combine.py

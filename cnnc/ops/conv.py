@@ -190,7 +190,7 @@ class Conv(Op):
     def params(self, a, x):
         cin = x.shape[1]
         fan_in = cin // a.groups * a.kernel[0] * a.kernel[1]
-        specs = [param("weight", (a.channels, cin // a.groups, *a.kernel), "kaiming_uniform", fan_in)]
+        specs = [param("weight", (a.channels, cin // a.groups, *a.kernel), "fan_in_uniform", fan_in)]
         if a.bias:
             specs.append(param("bias", (a.channels,), "fan_in_uniform", fan_in))
         return specs
@@ -261,7 +261,7 @@ class ConvTranspose(Op):
         cin = x.shape[1]
         # PyTorch computes the fan-in of a transposed weight from its dim 1.
         fan_in = a.channels // a.groups * a.kernel[0] * a.kernel[1]
-        specs = [param("weight", (cin, a.channels // a.groups, *a.kernel), "kaiming_uniform", fan_in)]
+        specs = [param("weight", (cin, a.channels // a.groups, *a.kernel), "fan_in_uniform", fan_in)]
         if a.bias:
             specs.append(param("bias", (a.channels,), "fan_in_uniform", fan_in))
         return specs

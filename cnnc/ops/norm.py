@@ -1,6 +1,6 @@
-"""Normalization and regularization: batchnorm and dropout.
+"""Normalization and regularization: batchnorm, dropout, dropout2d and constant per-channel normalization.
 
-Both read the run-time mode flag (TRAINING) rather than baking the mode into
+They read the run-time mode flag (TRAINING) rather than baking the mode into
 the kernel, so one compiled model serves train() and eval(). Backward ops
 recompute what they need (batch statistics, dropout masks) from the forward
 inputs instead of keeping state between kernels.
@@ -9,9 +9,11 @@ inputs instead of keeping state between kernels.
 from __future__ import annotations
 
 from ..kernels import FLAT_OUT, RNG, TRAINING, In, Kernel, NodeParam, Param, Value
+from ..layout import is_channels_last
 from .base import (
     REGISTRY,
     Attr,
+    AttrError,
     Expr,
     Fusion,
     Op,
@@ -19,6 +21,7 @@ from .base import (
     TensorType,
     boolean,
     expect_float,
+    number,
     param,
     positive_number,
     probability,
@@ -225,20 +228,18 @@ def batchnorm_grads_kernel(graph, members, target: str = "cpu"):
     )
 
 
-def _dropout_kernel(a) -> Kernel:
-    # The mask is a pure function of (seed, step, key, element index), so the gradient
-    # recomputes the forward's mask exactly (see mix64 in cnnc/kernels/shared/norm.py).
-    return Kernel("norm", "dropout", (In(0, flat=True), RNG, TRAINING, FLAT_OUT, a.p))
+class _Dropout(Op):
+    """Zeroes parts of its input with probability p in training, scaling the rest by 1/(1-p); the identity
+    in eval. Its gradient is the same kernel on dy with the forward node's random stream (`rng_key`):
+    the same parts dropped, recomputed rather than stored."""
 
-
-@register
-class Dropout(Op):
-    """Zero each element with probability p in training, scaling the rest by 1/(1-p); identity in eval."""
-
-    name = "dropout"
     fusion = Fusion.ELEMENTWISE
     random = True
     attrs = (Attr("p", probability, 0.5),)
+
+    @staticmethod
+    def kernel(a, x: TensorType) -> Kernel:
+        raise NotImplementedError
 
     def passes_input(self, a, training, out, x):
         return not training or a.p == 0.0  # the identity in eval mode
@@ -248,32 +249,121 @@ class Dropout(Op):
         return x
 
     def cpu(self, a, out, x):
-        return _dropout_kernel(a)
+        return self.kernel(a, x)
 
-    cuda = cpu  # the same entry in cnnc/kernels/cuda/norm.py
+    def cuda(self, a, out, x):
+        return self.kernel(a, x)  # the same entries in cnnc/kernels/cuda/norm.py
 
     def grad(self, g, dy):
-        # The same kernel on dy with the forward node's random stream: the same mask.
-        g.input_grad(0, g.apply("dropout_grad", [dy], p=g.node.attrs["p"], rng_key=g.node.name))
+        g.input_grad(0, g.apply(f"{self.name}_grad", [dy], p=g.node.attrs["p"], rng_key=g.node.name))
+
+
+class _DropoutGrad(_Dropout):
+    """dx = dy * mask / (1 - p), the mask recomputed from the forward node's random stream (`rng_key`)."""
+
+    internal = True
+    attrs = (Attr("p", float), Attr("rng_key", str))
+    grad = Op.grad  # not differentiated again
+
+
+def _with_grad(cls: type[_Dropout]) -> type[_Dropout]:
+    """Register a dropout op and its gradient op (the same kernel) together."""
+    register(cls)
+    register(type(f"{cls.__name__}Grad", (_DropoutGrad,), {"name": f"{cls.name}_grad", "kernel": staticmethod(cls.kernel)}))
+    return cls
+
+
+@_with_grad
+class Dropout(_Dropout):
+    """Zero each element with probability p in training, scaling the rest by 1/(1-p); identity in eval."""
+
+    name = "dropout"
+
+    @staticmethod
+    def kernel(a, x):
+        # The mask is a pure function of (seed, step, key, element index), so the gradient
+        # recomputes the forward's mask exactly (see mix64 in cnnc/kernels/shared/norm.py).
+        return Kernel("norm", "dropout", (In(0, flat=True), RNG, TRAINING, FLAT_OUT, a.p))
+
+
+@_with_grad
+class Dropout2d(_Dropout):
+    """Channel dropout (PyTorch's Dropout2d) of [C, H, W] or [C, L]: zero each channel of each example
+    with probability p in training, scaling the rest by 1/(1-p); identity in eval."""
+
+    name = "dropout2d"
+
+    def infer(self, a, x):
+        expect_float(self.name, x)
+        if x.rank not in (3, 4) or not x.batched:
+            raise ShapeError(f"dropout2d expects [channels, height, width] or [channels, length] input, got {x}")
+        return x
+
+    @staticmethod
+    def kernel(a, x):
+        # One draw per (example, channel) of the flat buffer: channels are 1 element apart in an image
+        # (stored channels-last) and L apart in [C, L]; the gradient recomputes the same draws.
+        channels, per_example = x.shape[1], x.sample_elements()
+        stride = 1 if is_channels_last(x) else per_example // channels
+        return Kernel("norm", "dropout2d", (In(0, flat=True), RNG, TRAINING, FLAT_OUT, a.p, channels, stride, per_example))
+
+
+def _per_channel(value) -> tuple[float, ...]:
+    """One number for every channel, or a list of one per channel."""
+    if isinstance(value, (list, tuple)):
+        if not value:
+            raise AttrError("expected a number or a list of numbers, got []")
+        return tuple(number(v) for v in value)
+    return (number(value),)
+
+
+def _positive_per_channel(value) -> tuple[float, ...]:
+    values = _per_channel(value)
+    if any(v <= 0 for v in values):
+        raise AttrError(f"expected positive numbers, got {list(values)}")
+    return values
 
 
 @register
-class DropoutGrad(Op):
-    """dx = dy * mask / (1 - p), the mask recomputed from the forward node's random stream (`rng_key`)."""
+class Normalize(Op):
+    """(x - mean[c]) / std[c] with constants per channel (torchvision's Normalize; the ImageNet statistics
+    in front of a VGG). An elementwise expression: it fuses into the loops around it. Its mean and std are
+    held as constants of the layer (not saved, not loaded, not trained)."""
 
-    name = "dropout_grad"
+    name = "normalize"
+    fusion = Fusion.ELEMENTWISE
+    attrs = (Attr("mean", _per_channel), Attr("std", _positive_per_channel))
+
+    def infer(self, a, x):
+        expect_float(self.name, x)
+        if x.rank not in (2, 4) or not x.batched:
+            raise ShapeError(f"normalize expects [channels] or [channels, height, width] input, got {x}")
+        for what in ("mean", "std"):
+            if len(a[what]) not in (1, _channels(x)):
+                raise ShapeError(f"normalize: {what} has {len(a[what])} values; {x} has {_channels(x)} channels")
+        return x
+
+    def params(self, a, x):
+        c = _channels(x)
+        return [param(what, (c,), "values", kind="constant", args=a[what] * (c if len(a[what]) == 1 else 1)) for what in ("mean", "std")]
+
+    def expression(self, a, out, x):
+        return Expr("(a - P_mean) / P_std", params=("mean", "std"))
+
+    def grad(self, g, dy):
+        g.input_grad(0, g.apply("normalize_grad", [dy], {"std": g.node.params["std"]}))
+
+
+@register
+class NormalizeGrad(Op):
+    """dx = dy / std[c]."""
+
+    name = "normalize_grad"
     internal = True
     fusion = Fusion.ELEMENTWISE
-    random = True
-    attrs = (Attr("p", float), Attr("rng_key", str))
-
-    def passes_input(self, a, training, out, dy):
-        return not training or a.p == 0.0
 
     def infer(self, a, dy):
         return dy
 
-    def cpu(self, a, out, dy):
-        return _dropout_kernel(a)
-
-    cuda = cpu  # the same entry in cnnc/kernels/cuda/norm.py
+    def expression(self, a, out, dy):
+        return Expr("a / P_std", params=("std",))

@@ -36,8 +36,7 @@ class GradContext:
         return self.node.inputs[index] in self._b.requires
 
     def needs_param_grad(self, local: str) -> bool:
-        full = self.node.params.get(local)
-        return full is not None and self._b.graph.params[full].kind == "param"
+        return self.node.params.get(local) in self._b.params
 
     def apply(self, op: str, inputs: list[str], params: dict[str, str] | None = None, **attrs: Any) -> str:
         """Add a backward node applying `op`; returns its name."""
@@ -59,15 +58,16 @@ class GradContext:
 
 
 class _Backward:
-    def __init__(self, graph: Graph, wrt_inputs: tuple[str, ...]):
+    def __init__(self, graph: Graph, wrt_inputs: tuple[str, ...], params: set[str]):
         self.graph = graph
+        self.params = params
         self.requires: set[str] = set()
         self.pending: dict[str, list[str]] = {}
         self.param_grads: dict[str, str] = {}
         self.counter = 0
         input_nodes = {graph.inputs[name] for name in wrt_inputs}
         for node in graph.nodes():
-            owns_param = any(graph.params[p].kind == "param" for p in node.params.values())
+            owns_param = any(p in params for p in node.params.values())
             if node.name in input_nodes or owns_param or any(i in self.requires for i in node.inputs):
                 self.requires.add(node.name)
 
@@ -96,27 +96,36 @@ class _Backward:
         return summed
 
 
-def differentiate(graph: Graph, loss: str, wrt_inputs: tuple[str, ...] = ()) -> Graph:
+def differentiate(
+    graph: Graph, loss: str | None, wrt_inputs: tuple[str, ...] = (), params: tuple[str, ...] | None = None,
+    seeds: dict[str, str] | None = None,
+) -> Graph:
     """A copy of `graph` that also computes d(loss)/d(every parameter) and, on request, inputs.
 
-    `loss` is the name of a node with a scalar output. The result's `grads`
-    maps parameter names, and `input_grads` input names, to gradient nodes.
+    `loss` is the name of a node with a scalar output. Or, with `loss=None`, `seeds` maps nodes to the
+    nodes holding given gradients of them (a vector-Jacobian product: what reaches the parameters and
+    inputs when those values' gradients are the seeds). `params` limits the parameters differentiated
+    (default: every one that trains). The result's `grads` maps parameter names, and `input_grads` input
+    names, to gradient nodes.
     """
     g = graph.copy()
-    if g[loss].type.shape != ():
+    if loss is not None and g[loss].type.shape != ():
         raise CnncError(f"the loss {loss} must be a scalar, got {g[loss].type}")
-    backward = _Backward(g, wrt_inputs)
+    chosen = {name for name, spec in g.params.items() if spec.trains and (params is None or name in params)}
+    backward = _Backward(g, wrt_inputs, chosen)
     forward_nodes = g.nodes()
     position = {node.name: i for i, node in enumerate(forward_nodes)}
-    for node in reversed(forward_nodes[: position[loss] + 1]):
+    if loss is not None:
+        backward.contribute(loss, backward.add(g[loss], "fill", [], {"value": 1.0, "shape": ()}, {}))  # d(loss)/d(loss)
+    for node, seed in (seeds or {}).items():
+        backward.contribute(node, seed)
+    last = max(position[name] for name in ([loss] if loss is not None else list(seeds or {})))
+    for node in reversed(forward_nodes[: last + 1]):
         if node.name not in backward.requires or not node.op.computed:
             continue
-        if node.name == loss:
-            dy = backward.add(node, "fill", [], {"value": 1.0, "shape": ()}, {})  # d(loss)/d(loss)
-        else:
-            dy = backward.total(node.name)
-            if dy is None:
-                continue
+        dy = backward.total(node.name)
+        if dy is None:
+            continue
         node.op.grad(GradContext(backward, node), dy)
     g.grads = {name: value for name, value in backward.param_grads.items()}
     # Parameters the loss does not depend on get no gradient node; list them in order.
@@ -124,7 +133,8 @@ def differentiate(graph: Graph, loss: str, wrt_inputs: tuple[str, ...] = ()) -> 
     for name in wrt_inputs:
         total = backward.total(g.inputs[name])
         if total is None:
-            raise CnncError(f"the loss does not depend on input '{name}'")
+            what = "the loss does" if loss is not None else "the seeded outputs do"
+            raise CnncError(f"{what} not depend on input '{name}'")
         g.input_grads[name] = total
     _prune(g, forward_nodes)
     return g

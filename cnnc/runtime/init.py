@@ -1,29 +1,19 @@
-"""Initializers with PyTorch's defaults, from a seeded generator."""
+"""Filling a model's parameters and buffers from their specs, with a seeded generator."""
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 
 from ..graph import ParamSpec
+from ..initializers import fill
 
 
 def initialize(spec: ParamSpec, out: np.ndarray, rng: np.random.Generator) -> None:
-    """Fill `out` as PyTorch initializes a fresh layer.
+    """Fill `out` as the spec's initializer says (PyTorch's defaults unless the program chose another).
 
-    conv and dense weights: Kaiming-uniform with a = sqrt(5), i.e. U(-b, b) with
-    b = 1 / sqrt(fan_in); their biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+    Values are drawn in float64 and rounded once into `out`, so a float32 and a float64 model of
+    one seed start from the same numbers.
     """
-    if spec.init == "zeros":
-        out[...] = 0
-    elif spec.init == "ones":
-        out[...] = 1
-    elif spec.init == "constant":
-        out[...] = spec.value
-    elif spec.init in ("kaiming_uniform", "fan_in_uniform"):
-        # kaiming_uniform(a=sqrt(5)): gain sqrt(2 / (1 + 5)), bound gain * sqrt(3 / fan_in) = 1 / sqrt(fan_in)
-        bound = 1.0 / math.sqrt(spec.fan_in) if spec.fan_in > 0 else 0.0
-        out[...] = rng.uniform(-bound, bound, size=out.shape)
-    else:  # pragma: no cover - the op registry only names the ones above
-        raise ValueError(f"unknown initializer {spec.init}")
+    values = np.empty(out.shape, np.float64)
+    fill(spec.init, spec.args, values, rng, spec.fan_in)
+    out[...] = values

@@ -1,4 +1,6 @@
-"""Attaching a loss to a network's output for training: a target input and a loss node."""
+"""What a run differentiates: a loss attached to an output (a target input and a loss node), the
+network's own scalar loss, or given gradients of chosen outputs (seeds); and the part of a network
+that chosen outputs need."""
 
 from __future__ import annotations
 
@@ -63,19 +65,58 @@ def with_loss(graph: Graph, loss: str, output: str | None = None) -> tuple[Graph
     return g, target, name
 
 
-def training_graph(graph: Graph, loss: str | None, output: str | None = None, wrt: tuple[str, ...] = ()) -> tuple[Graph, str | None, str]:
+def training_graph(
+    graph: Graph, loss: str | None, output: str | None = None, wrt: tuple[str, ...] = (), params: tuple[str, ...] | None = None,
+) -> tuple[Graph, str | None, str]:
     """The differentiated graph of a training step: (graph, target input name or None, loss node).
 
     `loss` applied to `output` against a new `target` input; with `loss=None` the network's own
-    scalar output `output` is the loss. `wrt`: inputs whose gradients are wanted too.
+    scalar output `output` is the loss. `wrt`: inputs whose gradients are wanted too; `params`: the
+    parameters differentiated (None: every one that trains).
     """
     from ..passes.autodiff import differentiate
 
     if loss is None:
         node = graph.outputs[output]
-        return differentiate(graph, node, wrt), None, node
+        return differentiate(graph, node, wrt, params), None, node
     g, target, node = with_loss(graph, loss, output)
-    return differentiate(g, node, wrt), target, node
+    return differentiate(g, node, wrt, params), target, node
+
+
+def seeded_graph(
+    graph: Graph, outputs: tuple[str, ...], wrt: tuple[str, ...] = (), params: tuple[str, ...] | None = None,
+) -> tuple[Graph, dict[str, str]]:
+    """The graph of a seeded backward: an input per output in `outputs` holding its given gradient,
+    differentiated from those. Returns (graph, {output name: its seed input's name}). The forward is the
+    whole network's, as in a training step (a batchnorm on another output's path still updates its
+    statistics, as PyTorch's forward would)."""
+    from ..passes.autodiff import differentiate
+
+    g = graph.copy()
+    seeds = {}
+    for output in outputs:
+        node = g[g.outputs[output]]
+        name = f"{output}_grad"
+        while name in g:
+            name = "_" + name
+        g.add(Node(name, REGISTRY["input"], Attrs(type=node.type), [], node.type))
+        g.inputs[name] = name
+        seeds[output] = name
+    d = differentiate(g, None, wrt, params, seeds={g.outputs[o]: seeds[o] for o in outputs})
+    return d, seeds
+
+
+def select_outputs(graph: Graph, outputs: tuple[str, ...]) -> Graph:
+    """A copy of the graph computing only `outputs`: the layers and inputs they do not need are gone
+    (parameters stay declared, so the model's arenas keep their layout)."""
+    from ..passes.rewrite import upstream
+
+    g = graph.copy()
+    g.outputs = {name: graph.outputs[name] for name in outputs}
+    keep = upstream(g, set(g.outputs.values()))
+    g.nx.remove_nodes_from([name for name in list(g.nx.nodes) if name not in keep])
+    g.inputs = {name: node for name, node in graph.inputs.items() if node in keep}
+    return g
 
 
 def default_step(graph: Graph) -> tuple[str | None, str | None]:

@@ -14,7 +14,8 @@ import math
 import numbers
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from ..graph import Graph, ParamSpec, TensorType
 from ..passes.schedule import Schedule
 from . import weights
 from .init import initialize
-from .losses import LOSSES, training_graph
+from .losses import LOSSES, seeded_graph, select_outputs, training_graph
 
 # Executors (each holding its batch size's buffers) kept per model, the least recently used dropped
 # first: a server or a loader with a ragged last batch must not grow without bound.
@@ -50,7 +51,7 @@ def _check_parameter_memory(specs: list[ParamSpec], itemsize: int) -> None:
     per_layer: dict[str, int] = {}
     total = 0
     for s in specs:
-        size = s.size * itemsize * (2 if s.kind == "param" else 1)
+        size = s.size * itemsize * (2 if s.trains else 1)
         total += size
         layer = s.name.rpartition(".")[0] or s.name
         per_layer[layer] = per_layer.get(layer, 0) + s.size
@@ -97,8 +98,10 @@ class Model:
         self.fuse = fuse  # False: every node its own kernel (to compare against)
         self.target = target
         self.dtype = np.dtype(dtype)
-        param_specs = [s for s in graph.params.values() if s.kind == "param"]
-        buffer_specs = [s for s in graph.params.values() if s.kind == "buffer"]
+        # Parameters that train have a gradient and an optimizer's state beside them; the rest (frozen
+        # parameters, buffers, constants) share a second arena.
+        param_specs = [s for s in graph.params.values() if s.trains]
+        buffer_specs = [s for s in graph.params.values() if not s.trains]
         _check_parameter_memory(list(graph.params.values()), self.dtype.itemsize)
         self._lock = threading.RLock()
         self._param_arena, self._params = _arena(param_specs, self.dtype)
@@ -106,7 +109,7 @@ class Model:
         self._buffer_arena, self._buffers = _arena(buffer_specs, self.dtype)
         rng = np.random.default_rng(seed)
         for spec in graph.params.values():
-            initialize(spec, (self._params if spec.kind == "param" else self._buffers)[spec.name], rng)
+            initialize(spec, (self._params if spec.trains else self._buffers)[spec.name], rng)
         # On the cuda target the arenas live on the device; the host arenas are the API's copy.
         self._device = None
         if target == "cuda":
@@ -138,24 +141,38 @@ class Model:
             self._device.push(self._host_arenas())
             self._device_stale = False
 
-    @property
-    def params(self) -> dict[str, np.ndarray]:
-        """Every parameter by name, as numpy arrays (on the cuda target, copied from the device;
-        writes into them reach the device before the next run)."""
+    def _values(self, kinds: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """The arrays of the parameters and buffers of these kinds, in definition order, for the API to read
+        and write (on the cuda target, copied from the device; writes reach the device before the next run)."""
         self._pull()
         self._device_stale = self._device is not None
-        return self._params
+        return {name: self._value(name) for name, spec in self.graph.params.items() if spec.kind in kinds}
+
+    def _value(self, name: str) -> np.ndarray:
+        """The host array of one parameter, buffer or constant (the caller pulls and marks the device stale)."""
+        return self._params[name] if name in self._params else self._buffers[name]
+
+    @property
+    def params(self) -> dict[str, np.ndarray]:
+        """Every parameter by name, frozen ones too, as numpy arrays (on the cuda target, copied from the
+        device; writes into them reach the device before the next run)."""
+        return self._values(("param", "frozen"))
+
+    @property
+    def trainable(self) -> list[str]:
+        """The names of the parameters that train (not `frozen=true`)."""
+        return list(self._params)
 
     @property
     def buffers(self) -> dict[str, np.ndarray]:
         """Every buffer (batchnorm's running statistics) by name, as numpy arrays (see `params`)."""
-        self._pull()
-        self._device_stale = self._device is not None
-        return self._buffers
+        return self._values(("buffer",))
 
     def _run(self, ex) -> None:
         self._push()
         self._state.step += 1
+        for grad in ex.unreached_grads:
+            grad[...] = 0
         ex.run()
         self._host_stale = self._device is not None
 
@@ -177,8 +194,11 @@ class Model:
         return self
 
     # -- inputs -------------------------------------------------------------
-    def _check_inputs(self, args: tuple, kwargs: dict) -> tuple[int, dict[str, np.ndarray]]:
+    def _check_inputs(self, args: tuple, kwargs: dict, graph: Graph | None = None) -> tuple[int, dict[str, np.ndarray]]:
+        """The checked arrays of the network's inputs that `graph` (default: the whole network) reads;
+        inputs given but not read (they feed only outputs not asked for) are ignored."""
         names = list(self.graph.inputs)
+        needed = [n for n in (graph or self.graph).inputs if n in self.graph.inputs]  # not a seed or a target
         if len(args) > len(names):
             raise CnncError(f"the network takes {len(names)} input(s) ({', '.join(names)}), got {len(args)}")
         given = dict(zip(names, args))
@@ -188,10 +208,10 @@ class Model:
 
                 raise CnncError(f"the network has no input '{key}'{closest(key, names)}; its inputs are {', '.join(names)}")
             given[key] = value
-        missing = [n for n in names if n not in given]
+        missing = [n for n in needed if n not in given]
         if missing:
             raise CnncError(f"missing input(s): {', '.join(missing)}")
-        return self._check_arrays(given, {n: self.graph.input_types()[n] for n in names})
+        return self._check_arrays(given, {n: self.graph.input_types()[n] for n in needed})
 
     def _check_arrays(self, given: dict, types: dict[str, TensorType]) -> tuple[int, dict[str, np.ndarray]]:
         batch = None
@@ -242,10 +262,11 @@ class Model:
                 return name
         return None
 
-    def _nonfinite_gradient(self) -> str | None:
-        """The first parameter whose gradient holds NaN or infinity, or None (one parallel pass over the
-        gradient arena when all are finite)."""
-        return self._first_nonfinite(self._grad_arena, self._grads)
+    def _nonfinite_gradient(self, names: tuple[str, ...] | None = None) -> str | None:
+        """The first parameter (of `names`, default all that train) whose gradient holds NaN or infinity,
+        or None (one parallel pass over the gradient arena when all are finite)."""
+        views = self._grads if names is None else {name: self._grads[name] for name in names}
+        return self._first_nonfinite(self._grad_arena, views)
 
     def _first_nonfinite(self, arena: np.ndarray, views: dict[str, np.ndarray]) -> str | None:
         from .optim import all_finite
@@ -301,20 +322,33 @@ class Model:
             while len(self._executors) >= MAX_EXECUTORS:  # drop the buffers of the least recently used
                 self._executors.popitem(last=False)
             ex = Executor(schedule, batch, params, self._state, self.dtype, grad_buffers, device)
+            # Parameters asked for that the differentiated value does not depend on: their gradient is zero,
+            # written before each run (the arena may hold another run's gradient).
+            chosen = kind[-2] if kind[0] != "infer" else ()
+            ex.unreached_grads = [grads[name] for name in self._params
+                                  if name not in schedule.graph.grads and (chosen is None or name in chosen)]
             self._executors[key] = ex
         return ex
 
     def _graph_for(self, kind: tuple) -> tuple[Graph, dict]:
-        """The differentiated graph of a kind of run (not yet optimized)."""
+        """The graph of a kind of run (not yet optimized):
+        ("infer", outputs or None), ("grad", loss, output, inputs, params), ("own", output, inputs, params),
+        ("vjp", seeded outputs, inputs, params); `params` None for every parameter that trains."""
         if kind not in self._graphs:
-            if kind[0] == "infer":
-                self._graphs[kind] = (self.graph, {})
-            elif kind[0] == "own":
-                _, output, wrt = kind
-                self._graphs[kind] = (training_graph(self.graph, None, output, wrt)[0], {})
+            what, *rest = kind
+            if what == "infer":
+                (outputs,) = rest
+                self._graphs[kind] = (self.graph if outputs is None else select_outputs(self.graph, outputs), {})
+            elif what == "own":
+                output, wrt, params = rest
+                self._graphs[kind] = (training_graph(self.graph, None, output, wrt, params)[0], {})
+            elif what == "vjp":
+                outputs, wrt, params = rest
+                graph, seeds = seeded_graph(self.graph, outputs, wrt, params)
+                self._graphs[kind] = (graph, {"seeds": seeds})
             else:
-                _, loss, output, wrt = kind
-                graph, target, loss_node = training_graph(self.graph, loss, output, wrt)
+                loss, output, wrt, params = rest
+                graph, target, loss_node = training_graph(self.graph, loss, output, wrt, params)
                 self._graphs[kind] = (graph, {"target": target, "loss": loss_node})
         return self._graphs[kind]
 
@@ -328,18 +362,64 @@ class Model:
         return self._graphs[key][0]
 
     @serialized
-    def __call__(self, *args, **kwargs):
+    def __call__(self, *args, outputs: str | list[str] | None = None, update_stats: bool = True, **kwargs):
         """Run the network: NCHW arrays in (positionally or by input name), numpy out.
 
-        Returns an array, or a dict of arrays when the network has several outputs.
+        Returns an array, or a dict of arrays when the network has several outputs. `outputs` names the
+        outputs to compute (a name: that array; a list: a dict of them): only what they need runs, and
+        inputs that feed only other outputs may be left out. `update_stats=False` leaves batchnorm's
+        running statistics as they were (a forward in training mode that changes no state).
         """
-        batch, feeds = self._check_inputs(args, kwargs)
-        ex = self._executor(("infer",), batch)
+        selected = self._output_names(outputs)
+        kind = ("infer", selected)
+        graph, _ = self._graph_for(kind)
+        batch, feeds = self._check_inputs(args, kwargs, graph)
+        ex = self._executor(kind, batch)
         for name, x in feeds.items():
             ex.feed(name, x)
-        self._run(ex)
+        with self._statistics_kept(not update_stats):
+            self._run(ex)
         outs = {name: ex.fetch(node) for name, node in ex.graph.outputs.items()}  # the optimized graph's nodes
-        return next(iter(outs.values())) if len(outs) == 1 else outs
+        if isinstance(outputs, str):
+            return outs[outputs]
+        if outputs is None and len(outs) == 1:
+            return next(iter(outs.values()))
+        return outs
+
+    def _output_names(self, outputs) -> tuple[str, ...] | None:
+        """The outputs a call asks for (None: all of them), checked."""
+        if outputs is None:
+            return None
+        names = (outputs,) if isinstance(outputs, str) else tuple(outputs)
+        if not names:
+            raise CnncError("outputs= names no output; leave it out to compute them all")
+        for name in names:
+            if name not in self.graph.outputs:
+                from ..errors import closest
+
+                raise CnncError(f"the network has no output {name!r}{closest(str(name), self.graph.outputs)}; "
+                                f"its outputs are {', '.join(self.graph.outputs)}")
+        return tuple(dict.fromkeys(names))
+
+    @contextmanager
+    def _statistics_kept(self, keep: bool) -> Iterator[None]:
+        """Run the body, then put the buffers (batchnorm's running statistics) back as they were."""
+        if not keep or not self._batchnorms or not self.training:
+            yield
+            return
+        if self._device is None:
+            saved = self._buffer_arena.copy()
+            try:
+                yield
+            finally:
+                self._buffer_arena[...] = saved
+        else:
+            self._push()
+            saved = self._device.snapshot("buffers")
+            try:
+                yield
+            finally:
+                self._device.restore("buffers", saved)
 
     def _feeds(self, x, target, kind: tuple) -> tuple[int, dict[str, np.ndarray]]:
         """The checked arrays of a run with an attached loss (`kind`): the inputs and the target."""
@@ -352,14 +432,14 @@ class Model:
             raise CnncError(f"the target has batch size {tbatch}, the input {batch}")
         return batch, {**feeds, **tfeed}
 
-    def _backward(self, x, target, loss: str | None, output: str | None, wrt: tuple[str, ...]):
+    def _backward(self, x, target, loss: str | None, output: str | None, wrt: tuple[str, ...], params: tuple[str, ...] | None = None):
         if loss is None:
-            return self._backward_own_loss(x, output, wrt)
+            return self._backward_own_loss(x, output, wrt, params)
         if loss not in LOSSES:
             from ..errors import closest
 
             raise CnncError(f"unknown loss '{loss}'{closest(loss, LOSSES)}; the losses are {', '.join(LOSSES)}")
-        kind = ("grad", loss, output, tuple(wrt))
+        kind = ("grad", loss, output, tuple(wrt), params)
         batch, feeds = self._feeds(x, target, kind)
         ex = self._executor(kind, batch)
         for name, value in feeds.items():
@@ -368,7 +448,7 @@ class Model:
         graph, info = self._graph_for(kind)
         return ex, graph, float(ex.device.download(ex.buffers[info["loss"]])[0])
 
-    def _backward_own_loss(self, x, output: str | None, wrt: tuple[str, ...]):
+    def _backward_own_loss(self, x, output: str | None, wrt: tuple[str, ...], params: tuple[str, ...] | None):
         """Differentiate a scalar output that the network computes itself (e.g. `output loss = mse(y, t)`)."""
         scalars = [name for name, t in self.graph.output_types().items() if t.rank == 0]
         if output is None:
@@ -377,32 +457,86 @@ class Model:
             output = scalars[0]
         elif output not in scalars:
             raise CnncError(f"output '{output}' is not a scalar, so it cannot be differentiated as a loss")
-        inputs = x if isinstance(x, dict) else {next(iter(self.graph.inputs)): x}
-        batch, feeds = self._check_inputs((), inputs)
-        kind = ("own", output, tuple(wrt))
+        kind = ("own", output, tuple(wrt), params)
         graph, _ = self._graph_for(kind)
+        batch, feeds = self._check_inputs((), self._input_dict(x), graph)
         ex = self._executor(kind, batch)
         for name, value in feeds.items():
             ex.feed(name, value)
         self._run(ex)
         return ex, graph, float(ex.device.download(ex.buffers[ex.graph.outputs[output]])[0])
 
+    def _input_dict(self, x) -> dict:
+        """`x` as {input name: array}: a dict as it is, an array as the network's first input."""
+        return x if isinstance(x, dict) else {next(iter(self.graph.inputs)): x}
+
     @serialized
-    def grad(self, x, target=None, loss: str | None = "cross_entropy", inputs: bool | list[str] = False, output: str | None = None):
+    def grad(self, x, target=None, loss: str | None = "cross_entropy", inputs: bool | list[str] = False, output: str | None = None,
+             params: bool | list[str] = True):
         """The loss and its gradients: (loss, {parameter name: gradient, input name: gradient, ...}).
 
         `x` is an array (a network with one input) or a dict of input arrays.
         `loss` is applied to `output` (default: `logits`, else the first output)
         against `target`; with `loss=None` the network's own scalar output is the
         loss. `inputs=True` (or a list of input names) adds the inputs' gradients.
+        `params`: the parameters whose gradients are computed: True (every one that
+        trains), False (none: e.g. only an input's gradient) or a list of names.
         """
         wrt = self._gradient_inputs(inputs)
-        ex, graph, value = self._backward(x, target, loss, output, wrt)
+        chosen = self._chosen_params(params)
+        ex, graph, value = self._backward(x, target, loss, output, wrt, chosen)
+        return value, self._collect_grads(ex, wrt, chosen)
+
+    @serialized
+    def vjp(self, x, seeds: Mapping[str, Any], inputs: bool | list[str] = False, params: bool | list[str] = True) -> dict[str, np.ndarray]:
+        """A seeded backward: the gradients of the parameters (and inputs) when the gradients of some
+        outputs are given, {output name: array shaped like it} (a vector-Jacobian product, summed over
+        the seeded outputs). With another network's input gradient as the seed, one network's backward
+        drives another's (a GAN's generator step). `inputs` and `params` as in `grad`.
+        """
+        if not isinstance(seeds, Mapping) or not seeds:
+            raise CnncError("seeds must map one or more output names to their gradients, e.g. {'image': dimage}")
+        outputs = self._output_names(list(seeds))
+        wrt = self._gradient_inputs(inputs)
+        chosen = self._chosen_params(params)
+        kind = ("vjp", outputs, wrt, chosen)
+        graph, info = self._graph_for(kind)
+        batch, feeds = self._check_inputs((), self._input_dict(x), graph)
+        types = graph.input_types()
+        seed_batch, seed_feeds = self._check_arrays(
+            {info["seeds"][name]: seeds[name] for name in outputs}, {info["seeds"][name]: types[info["seeds"][name]] for name in outputs})
+        if seed_batch != batch:
+            raise CnncError(f"the seeds have batch size {seed_batch}, the inputs {batch}")
+        ex = self._executor(kind, batch)
+        for name, value in {**feeds, **seed_feeds}.items():
+            ex.feed(name, value)
+        self._run(ex)
+        return self._collect_grads(ex, wrt, chosen)
+
+    def _collect_grads(self, ex, wrt: tuple[str, ...], chosen: tuple[str, ...] | None) -> dict[str, np.ndarray]:
         self._pull()
-        grads = {name: self._grads[name].copy() for name in self._params}
+        grads = {name: self._grads[name].copy() for name in (self._params if chosen is None else chosen)}
         for name in wrt:
             grads[name] = ex.fetch(ex.graph.input_grads[name])
-        return value, grads
+        return grads
+
+    def _chosen_params(self, params) -> tuple[str, ...] | None:
+        """The parameters `params=` asks gradients for: None for every one that trains, else their names."""
+        if params is True or params is None:
+            return None
+        if params is False:
+            return ()
+        names = (params,) if isinstance(params, str) else tuple(params)
+        for name in names:
+            if name in self._params:
+                continue
+            spec = self.graph.params.get(name)
+            if spec is not None:
+                raise CnncError(f"{name} does not train (it is a {'frozen parameter' if spec.kind == 'frozen' else spec.kind}), so it has no gradient")
+            from ..errors import closest
+
+            raise CnncError(f"the network has no parameter {name!r}{closest(str(name), self._params)}")
+        return tuple(name for name in self._params if name in names)  # definition order, once each
 
     def _gradient_inputs(self, inputs) -> tuple[str, ...]:
         """The input names `grad(..., inputs=)` asks for: True for all, a name, or a list of names."""
@@ -417,22 +551,36 @@ class Model:
                                 f"its inputs are {', '.join(self.graph.inputs)}")
         return names
 
-    def trainer(self, loss: str = "cross_entropy", optimizer=None, output: str | None = None) -> Trainer:
+    def trainer(self, loss: str | None = "cross_entropy", optimizer=None, output: str | None = None, params: bool | list[str] = True) -> Trainer:
+        """Training steps with `optimizer` (default SGD) on `params` (default: every parameter that trains;
+        or a list of names: the others keep their values)."""
         from .optim import SGD, Optimizer
 
         if optimizer is not None and not isinstance(optimizer, Optimizer):
             raise CnncError(f"optimizer must be a cnnc.optim optimizer such as cnnc.optim.Adam(), got {optimizer!r}")
-        return Trainer(self, loss, optimizer or SGD(), output)
+        chosen = self._chosen_params(params)
+        if chosen == ():
+            raise CnncError("a trainer needs parameters to train: params=True or a list of names")
+        return Trainer(self, loss, optimizer or SGD(), output, chosen)
+
+    def _segments(self, names: tuple[str, ...] | None) -> list[tuple[int, int]]:
+        """The ranges of the parameter arena the parameters `names` (None: all) occupy, adjacent ones merged."""
+        ranges, offset = [], 0
+        for name, view in self._params.items():
+            if names is None or name in names:
+                if ranges and ranges[-1][1] == offset:
+                    ranges[-1] = (ranges[-1][0], offset + view.size)
+                else:
+                    ranges.append((offset, offset + view.size))
+            offset += view.size
+        return ranges
 
     # -- parameters -------------------------------------------------------------
     @serialized
     def state_dict(self) -> dict[str, np.ndarray]:
         """Every parameter and buffer by name, in definition order (copies)."""
         self._pull()
-        out = {}
-        for name, spec in self.graph.params.items():
-            out[name] = (self._params if spec.kind == "param" else self._buffers)[name].copy()
-        return out
+        return {name: self._value(name).copy() for name in self.graph.saved_params}
 
     @serialized
     def load_params(self, mapping: Mapping[str, Any], strict: bool = True) -> None:
@@ -445,7 +593,7 @@ class Model:
 
     def load(self, path: str | Path) -> None:
         """Read parameters and buffers written by `save` (every name and shape is checked)."""
-        self.load_params(weights.load(path, self.graph.params), strict=True)
+        self.load_params(weights.load(path, self.graph.saved_params), strict=True)
 
     def __repr__(self) -> str:
         return f"<cnnc.Model {self.graph.name} on {self.target}: {self.graph.parameter_count():,} parameters>"
@@ -454,20 +602,69 @@ class Model:
 class Trainer:
     """Runs training steps: forward, loss, backward and an optimizer update."""
 
-    def __init__(self, model: Model, loss: str, optimizer, output: str | None = None):
+    def __init__(self, model: Model, loss: str | None, optimizer, output: str | None = None, params: tuple[str, ...] | None = None):
         self.model = model
         self.loss = loss
         self.output = output
         self.optimizer = optimizer
+        self.params = params  # the names it trains (None: all that train)
         self.steps = 0  # steps run by this trainer, for messages
+        segments = model._segments(params)
         if model._device is None:
-            optimizer.bind(model._param_arena, model._grad_arena)
+            optimizer.bind(model._param_arena, model._grad_arena, segments)
         else:  # parameters, gradients and the optimizer's state stay on the device
-            optimizer.bind(model._device.arenas["params"], model._device.arenas["grads"])
+            optimizer.bind(model._device.arenas["params"], model._device.arenas["grads"], segments)
+
+    @property
+    def _kind(self) -> tuple:
+        if self.loss is None:
+            return ("own", self.output, (), self.params)
+        return ("grad", self.loss, self.output, (), self.params)
 
     def compile(self, batch: int) -> None:
         """Build (or load from the kernel cache) everything a step at this batch size runs."""
-        self.model._executor(("grad", self.loss, self.output, ()), batch)
+        self.model._executor(self._kind, batch)
+
+    def update(self, *grads: Mapping[str, Any]) -> None:
+        """One optimizer step from given gradients ({parameter name: array}, as `grad` and `vjp` return;
+        several are summed: gradient accumulation). Every parameter the trainer trains needs one."""
+        model = self.model
+        names = self.params if self.params is not None else tuple(model._params)
+        if not grads:
+            raise CnncError("update needs one or more gradient dicts")
+        with model._lock:
+            model._pull()
+            total = {}
+            for name in names:
+                parts = [g[name] for g in grads if name in g]
+                if not parts:
+                    raise CnncError(f"no gradient given for parameter {name} (the trainer trains it)")
+                expected = model._grads[name].shape
+                for part in parts:
+                    if np.shape(part) != expected:
+                        raise CnncError(f"the gradient of {name} has shape {list(np.shape(part))}; the parameter is {list(expected)}")
+                total[name] = np.sum(parts, axis=0) if len(parts) > 1 else parts[0]
+            for name, value in total.items():
+                model._grads[name][...] = value
+            self.steps += 1
+            bad = model._nonfinite_gradient(names)
+            if bad is not None:
+                raise CnncError(f"update {self.steps}: the gradient of {bad} holds NaN or infinity; the parameters are unchanged")
+            model._device_stale = model._device is not None
+            model._push()
+            self._update_parameters(None)
+
+    def _update_parameters(self, loss: float | None) -> None:
+        model = self.model
+        self.optimizer.step()
+        model._host_stale = model._device is not None
+        broken = model._first_nonfinite(model._param_arena, model._params)
+        if broken is not None:  # finite gradients, yet the update overflowed (a far too large step)
+            was = f" (the loss was {loss:.6g})" if loss is not None else ""
+            raise CnncError(
+                f"training diverged at step {self.steps}: the update made parameter {broken} NaN or infinite{was}; "
+                "the parameters are no longer usable: reload saved weights and use a smaller learning rate"
+            )
 
     def step(self, x, y) -> float:
         """One update on the batch (x, y); returns the loss before the update.
@@ -480,27 +677,20 @@ class Trainer:
             was_training = model.training
             model.train()
             try:
-                _, _, value = model._backward(x, y, self.loss, self.output, ())
+                _, _, value = model._backward(x, y, self.loss, self.output, (), self.params)
                 self.steps += 1
                 self._check_finite(value, x, y)
             finally:
                 if not was_training:
                     model.eval()
             model._push()  # the optimizer reads the device's parameters
-            self.optimizer.step()
-            broken = model._first_nonfinite(model._param_arena, model._params)
-            if broken is not None:  # finite gradients, yet the update overflowed (a far too large step)
-                raise CnncError(
-                    f"training diverged at step {self.steps}: the update made parameter {broken} NaN or infinite "
-                    f"(the loss was {value:.6g}); the parameters are no longer usable: reload saved weights "
-                    "and use a smaller learning rate"
-                )
+            self._update_parameters(value)
             return value
 
     def _check_finite(self, loss: float, x, y) -> None:
         model = self.model
         if math.isfinite(loss):
-            bad = model._nonfinite_gradient()
+            bad = model._nonfinite_gradient(self.params)
             if bad is None:
                 return
             where = f"the gradient of {bad} holds NaN or infinity (the loss was {loss:.6g})"
@@ -510,8 +700,8 @@ class Trainer:
             if parameter is not None:
                 where += f"; parameter {parameter} already held NaN or infinity"
             else:
-                kind = ("grad", self.loss, self.output, ())
-                batch, feeds = model._feeds(x, y, kind)
+                kind = self._kind
+                batch, feeds = model._feeds(x, y, kind) if self.loss is not None else model._check_inputs((), model._input_dict(x))
                 layer = model._first_nonfinite_layer(kind, batch, feeds)
                 if layer is not None:
                     where += f"; the first value to hold NaN or infinity was computed by {layer}"

@@ -1,4 +1,8 @@
-"""Optimizers, updating every parameter in one pass over the model's flat arenas (PyTorch's rules)."""
+"""Optimizers, updating the parameters in one pass over the model's flat arenas (PyTorch's rules).
+
+An optimizer trains every parameter, or some (a trainer's `params=`): then it passes over the
+ranges of the arena those occupy, and the others keep their values and their state.
+"""
 
 from __future__ import annotations
 
@@ -51,12 +55,14 @@ class Optimizer:
     def check(self) -> None:
         """Refuse hyperparameters that would turn parameters into NaN (called by every step: they may be set later)."""
 
-    def bind(self, params, grads) -> None:
-        """Update `params` (a flat arena, in host or GPU memory) from `grads`, keeping state beside them."""
+    def bind(self, params, grads, segments: list[tuple[int, int]] | None = None) -> None:
+        """Update `params` (a flat arena, in host or GPU memory) from `grads`, keeping state beside them;
+        only the ranges `segments` (default: all of it)."""
         if self.params is not None and self.params is not params:
             raise CnncError("this optimizer already updates another model's parameters; give each trainer its own optimizer")
         self.check()
         self.params, self.grads = params, grads
+        self.segments = [(0, params.shape[0])] if segments is None else list(segments)
         self.steps = 0
         from ..kernels import Kernel
 
@@ -80,6 +86,12 @@ class Optimizer:
 
     def reset(self) -> None:
         pass
+
+    def _apply(self, arrays: tuple, scalars: tuple) -> None:
+        """Run the update rule on each range of the arena: `arrays` are arena-sized (parameters,
+        gradients, state), `scalars` the rule's hyperparameters."""
+        for start, stop in self.segments:
+            self._update(*(a[start:stop] for a in arrays), *scalars)
 
 
 class SGD(Optimizer):
@@ -108,7 +120,7 @@ class SGD(Optimizer):
 
     def step(self) -> None:
         self.check()
-        self._update(self.params, self.grads, self.buf, self.lr, self.momentum, self.weight_decay, self.dampening, self.nesterov, self.steps == 0)
+        self._apply((self.params, self.grads, self.buf), (self.lr, self.momentum, self.weight_decay, self.dampening, self.nesterov, self.steps == 0))
         self.steps += 1
 
 
@@ -139,4 +151,4 @@ class Adam(Optimizer):
     def step(self) -> None:
         self.check()
         self.steps += 1
-        self._update(self.params, self.grads, self.m, self.v, self.lr, self.betas[0], self.betas[1], self.eps, self.weight_decay, self.steps)
+        self._apply((self.params, self.grads, self.m, self.v), (self.lr, self.betas[0], self.betas[1], self.eps, self.weight_decay, self.steps))

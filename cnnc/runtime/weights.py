@@ -115,14 +115,12 @@ def _converted(name: str, array: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 def assign(model, mapping: Mapping[str, Any], strict: bool = True) -> None:
     """Copy `mapping` into the model's parameters and buffers; nothing changes if any check fails."""
-    specs = model.graph.params
+    specs = model.graph.saved_params
     items = {k: v for k, v in _as_mapping(mapping).items() if not k.endswith(_IGNORED)}
     if strict and (problem := name_problems(specs, items)):
         raise CnncError(problem)
-    targets = {}
-    for name in items:
-        if name in specs:
-            targets[name] = model.params[name] if specs[name].kind == "param" else model.buffers[name]
+    values = {**model.params, **model.buffers}  # the host arrays (brought up to date from a device)
+    targets = {name: values[name] for name in items if name in specs}
     arrays = {}
     for name, target in targets.items():
         array = _as_array(name, items[name])

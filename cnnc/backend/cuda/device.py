@@ -65,3 +65,14 @@ class DeviceArenas:
     def pull(self, host: dict[str, np.ndarray]) -> None:
         for key, array in host.items():
             self.arenas[key].copy_to_host(array)
+
+    def snapshot(self, key: str):
+        """A device copy of one arena, for `restore`."""
+        from numba import cuda
+
+        copy = cuda.device_array_like(self.arenas[key])
+        copy.copy_to_device(self.arenas[key])
+        return copy
+
+    def restore(self, key: str, copy) -> None:
+        self.arenas[key].copy_to_device(copy)

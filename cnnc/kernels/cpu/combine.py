@@ -1,4 +1,4 @@
-"""Ops that combine values: add and mul that broadcast, sum_to (their gradient), concat and slice."""
+"""Ops that combine values: add, sub and mul that broadcast, sum_to (their gradient), concat, and windows (slice, crop)."""
 
 import numpy as np
 from numba import njit, prange
@@ -8,6 +8,11 @@ from numba import njit, prange
 @njit(cache=True)
 def broadcast_add(x0, x1, out):
     np.add(x0, x1, out)
+
+
+@njit(cache=True)
+def broadcast_sub(x0, x1, out):
+    np.subtract(x0, x1, out)
 
 
 @njit(cache=True)
@@ -56,14 +61,41 @@ def concat(xs, out, inner, sizes):
             offset += m
 
 
+# Slice and crop take a window of a buffer seen as [rows, h, w, inner]: out[r, i, j, :] = x[r, top + i, left + j, :]
+# (a slice is a window of one row: h = 1). Each (r, i) is a contiguous run of sw * inner elements.
 @njit(parallel=True, cache=True)
-def slice_axis(x, out, n, inner, start, stop):
-    m = (stop - start) * inner
-    rows = out.size // m
-    o = out.reshape((rows, m))
-    total = n * inner
-    first = start * inner
-    for r in prange(rows):
-        src = x[r * total + first : r * total + first + m]  # one view per row, indexed from 0
+def crop(x, out, h, w, inner, top, left, sh, sw):
+    m = sw * inner
+    runs = out.size // m
+    for p in prange(runs):
+        r = p // sh
+        first = ((r * h + top + p - r * sh) * w + left) * inner
+        src = x[first : first + m]  # views indexed from 0, so the copy vectorizes
+        dst = out[p * m : p * m + m]
         for q in range(m):
-            o[r, q] = src[q]
+            dst[q] = src[q]
+
+
+# Their gradients: x placed at the window of a zero buffer [rows, h, w, inner].
+@njit(parallel=True, cache=True)
+def uncrop(x, out, h, w, inner, top, left, sh, sw):
+    n = w * inner
+    runs = out.size // n
+    m = sw * inner
+    before = left * inner
+    for p in prange(runs):
+        r = p // h
+        i = p - r * h - top
+        row = out[p * n : p * n + n]
+        if 0 <= i < sh:
+            first = (r * sh + i) * m
+            src = x[first : first + m]
+            for q in range(before):
+                row[q] = 0.0
+            for q in range(m):
+                row[before + q] = src[q]
+            for q in range(before + m, n):
+                row[q] = 0.0
+        else:
+            for q in range(n):
+                row[q] = 0.0

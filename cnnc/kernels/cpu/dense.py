@@ -37,6 +37,32 @@ def dense_grad_params(x, dy, dw, db):
         db[j] = acc[j]
 
 
+# Any rank but [N, features] comes as flat views: the GEMM's rows are every axis but the last, and
+# one compile serves every rank. Each reshapes and calls its 2-D entry above.
+@njit(cache=True)
+def dense_rows(x, weight, out, e):
+    units, features = weight.shape
+    dense(x.reshape(x.size // features, features), weight, out.reshape(out.size // units, units), e)
+
+
+@njit(cache=True)
+def dense_grad_input_rows(dy, weight, dx, e):
+    units, features = weight.shape
+    dense_grad_input(dy.reshape(dy.size // units, units), weight, dx.reshape(dx.size // features, features), e)
+
+
+@njit(cache=True)
+def dense_grad_weight_rows(x, dy, dw):
+    units, features = dw.shape
+    dense_grad_weight(x.reshape(x.size // features, features), dy.reshape(dy.size // units, units), dw)
+
+
+@njit(cache=True)
+def dense_grad_params_rows(x, dy, dw, db):
+    units, features = dw.shape
+    dense_grad_params(x.reshape(x.size // features, features), dy.reshape(dy.size // units, units), dw, db)
+
+
 # Serial on purpose: a memory-bound pass that costs little next to the GEMMs around it,
 # while a parallel version costs seconds more of cold compile.
 @njit(cache=True)

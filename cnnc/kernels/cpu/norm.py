@@ -1,4 +1,4 @@
-"""Batchnorm (forward, gradients, and the fused batchnorm group) and dropout on the CPU.
+"""Batchnorm (forward, gradients, and the fused batchnorm group), dropout and dropout2d on the CPU.
 
 Both read the run-time mode flag (`training`) rather than baking the mode into
 the kernel, so one compiled model serves train() and eval(). Buffers are
@@ -16,7 +16,9 @@ from ..shared.norm import (
     bn_grad_constants,
     bn_moments,
     bn_update_running,
-    mix64,
+    channel_draw,
+    dropout_drops,
+    dropout_stream,
 )
 from .holes import _post, _stage
 
@@ -193,8 +195,8 @@ def _no_stage():
     return
 
 
-# An element is dropped when its top 53 bits of hash (mix64, shared with the GPU), as a
-# uniform in [0, 1), fall below p.
+# Masks are hashes (dropout_drops, shared with the GPU): dropout draws once per element,
+# dropout2d once per (example, channel).
 @njit(parallel=True, cache=True)
 def dropout(x, rng, training, out, p):
     n = out.size
@@ -202,13 +204,33 @@ def dropout(x, rng, training, out, p):
         for i in prange(n):
             out[i] = x[i]
         return
-    golden = uint64(0x9E3779B97F4A7C15)
-    base = mix64(mix64(mix64(rng[0] + golden) ^ rng[1]) ^ rng[2])
+    base = dropout_stream(rng[0], rng[1], rng[2])
     threshold = uint64(p * 9007199254740992.0)  # p * 2^53
     scale = 1.0 / (1.0 - p)
     for i in prange(n):
-        h = mix64(base + uint64(i + 1) * golden)
-        if (h >> uint64(11)) < threshold:
+        if dropout_drops(base, i, threshold):
             out[i] = 0.0
         else:
             out[i] = x[i] * scale
+
+
+@njit(parallel=True, cache=True)
+def dropout2d(x, rng, training, out, p, channels, stride, per_example):
+    n = out.size
+    if training[0] == 0 or p == 0.0:
+        for i in prange(n):
+            out[i] = x[i]
+        return
+    base = dropout_stream(rng[0], rng[1], rng[2])
+    threshold = uint64(p * 9007199254740992.0)  # p * 2^53
+    scale = 1.0 / (1.0 - p)
+    # A block holds every channel once, each a run of `stride` elements (a pixel's channels when
+    # channels-last, a whole example of [C, L]), within one example: its draws follow its first.
+    block = channels * stride
+    for r in prange(n // block):
+        lo = r * block
+        first = channel_draw(lo, channels, stride, per_example)
+        for c in range(channels):
+            keep = not dropout_drops(base, first + c, threshold)
+            for i in range(lo + c * stride, lo + (c + 1) * stride):
+                out[i] = x[i] * scale if keep else 0.0

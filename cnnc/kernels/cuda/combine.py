@@ -1,4 +1,4 @@
-"""Ops that combine values: add and mul that broadcast, sum_to (their gradient), concat and slice.
+"""Ops that combine values: add, sub and mul that broadcast, sum_to (their gradient), concat, and windows (slice, crop).
 
 One thread per output element, with a grid stride.
 """
@@ -7,16 +7,25 @@ from numba import cuda
 
 from .common import THREADS, blocks, unflatten
 
-
 # Broadcasting reads each input through strides that are 0 along its broadcast axes
-# (physical shapes right-aligned into four axes).
+# (physical shapes right-aligned into four axes). The operation: ADD, SUB or MUL.
+ADD = 0
+SUB = 1
+MUL = 2
+
+
 @cuda.jit(cache=True)
-def _broadcast(x0, x1, out, mul, d1, d2, d3, a0, a1, a2, a3, b0, b1, b2, b3):
+def _broadcast(x0, x1, out, operation, d1, d2, d3, a0, a1, a2, a3, b0, b1, b2, b3):
     for i in range(cuda.grid(1), out.size, cuda.gridsize(1)):
         k0, k1, k2, k3 = unflatten(i, d1, d2, d3)
         u = x0[k0 * a0 + k1 * a1 + k2 * a2 + k3 * a3]
         v = x1[k0 * b0 + k1 * b1 + k2 * b2 + k3 * b3]
-        out[i] = u * v if mul else u + v
+        if operation == MUL:
+            out[i] = u * v
+        elif operation == SUB:
+            out[i] = u - v
+        else:
+            out[i] = u + v
 
 
 def _strides(shape, dims):
@@ -29,19 +38,23 @@ def _strides(shape, dims):
     return strides
 
 
-def _launch_broadcast(x0, x1, out, mul):
+def _launch_broadcast(x0, x1, out, operation):
     dims = (1,) * (4 - out.ndim) + tuple(out.shape)
     args = (*dims[1:], *_strides(x0.shape, dims), *_strides(x1.shape, dims))
-    _broadcast[blocks(out.size), THREADS](x0.reshape(x0.size), x1.reshape(x1.size), out.reshape(out.size), mul, *args)
+    _broadcast[blocks(out.size), THREADS](x0.reshape(x0.size), x1.reshape(x1.size), out.reshape(out.size), operation, *args)
 
 
 # Launchers: two inputs of equal rank whose shapes differ (equal shapes are an elementwise loop).
 def broadcast_add(x0, x1, out):
-    _launch_broadcast(x0, x1, out, 0)
+    _launch_broadcast(x0, x1, out, ADD)
+
+
+def broadcast_sub(x0, x1, out):
+    _launch_broadcast(x0, x1, out, SUB)
 
 
 def broadcast_mul(x0, x1, out):
-    _launch_broadcast(x0, x1, out, 1)
+    _launch_broadcast(x0, x1, out, MUL)
 
 
 # sum_to gathers: each output element sums the inputs that map onto it (index
@@ -100,16 +113,31 @@ def concat(xs, out, inner, sizes):
     _concat[blocks(out.size), THREADS](xs, out, inner, sizes)
 
 
-# slice: each output element reads its row's part of the input.
+# Slice and crop take a window of a buffer seen as [rows, h, w, inner]: out[r, i, j, :] = x[r, top + i, left + j, :]
+# (a slice is a window of one row: h = 1). Each output element reads its input element.
 @cuda.jit(cache=True)
-def _slice_axis(x, out, n, inner, start, stop):
-    m = (stop - start) * inner
-    total = n * inner
-    first = start * inner
+def _crop(x, out, h, w, inner, top, left, sh, sw):
     for o in range(cuda.grid(1), out.size, cuda.gridsize(1)):
-        r = o // m
-        out[o] = x[r * total + first + o - r * m]
+        r, i, j, k = unflatten(o, sh, sw, inner)
+        out[o] = x[((r * h + top + i) * w + left + j) * inner + k]
 
 
-def slice_axis(x, out, n, inner, start, stop):
-    _slice_axis[blocks(out.size), THREADS](x, out, n, inner, start, stop)
+def crop(x, out, h, w, inner, top, left, sh, sw):
+    _crop[blocks(out.size), THREADS](x, out, h, w, inner, top, left, sh, sw)
+
+
+# Their gradients: x placed at the window of a zero buffer [rows, h, w, inner].
+@cuda.jit(cache=True)
+def _uncrop(x, out, h, w, inner, top, left, sh, sw):
+    for o in range(cuda.grid(1), out.size, cuda.gridsize(1)):
+        r, i, j, k = unflatten(o, h, w, inner)
+        i -= top
+        j -= left
+        if 0 <= i < sh and 0 <= j < sw:
+            out[o] = x[((r * sh + i) * sw + j) * inner + k]
+        else:
+            out[o] = 0.0
+
+
+def uncrop(x, out, h, w, inner, top, left, sh, sw):
+    _uncrop[blocks(out.size), THREADS](x, out, h, w, inner, top, left, sh, sw)

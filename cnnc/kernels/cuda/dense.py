@@ -81,25 +81,23 @@ def _dense_gemm(a, sam, sak, b, sbk, sbn, o, e, M, N, K):
     _dense_gemm_tiled[(_tiles(M), _tiles(N)), (GEMM_TILE, GEMM_TILE)](*args)
 
 
-# Launchers.
+# Launchers. x and dy may have any rank: the GEMM's rows are every axis but the last.
 def dense(x, weight, out, e):
     # out = x . weight^T: b[k, n] = weight[n, k]
-    M, K = x.shape
-    _dense_gemm(x, K, 1, weight, 1, K, out, e, M, weight.shape[0], K)
+    N, K = weight.shape
+    _dense_gemm(x, K, 1, weight, 1, K, out, e, x.size // K, N, K)
 
 
 def dense_grad_input(dy, weight, dx, e):
     # dx = dy . weight
-    M, K = dy.shape
-    N = weight.shape[1]
-    _dense_gemm(dy, K, 1, weight, N, 1, dx, e, M, N, K)
+    K, N = weight.shape
+    _dense_gemm(dy, K, 1, weight, N, 1, dx, e, dy.size // K, N, K)
 
 
 def dense_grad_weight(x, dy, dw, e):
     # dw = dy^T . x: a[m, k] = dy[k, m]
-    R, F = x.shape
-    U = dy.shape[1]
-    _dense_gemm(dy, 1, U, x, F, 1, dw, e, U, F, R)
+    U, F = dw.shape
+    _dense_gemm(dy, 1, U, x, F, 1, dw, e, U, F, x.size // F)
 
 
 def dense_grad_params(x, dy, dw, db, e):

@@ -1,9 +1,11 @@
-"""Losses, each reduced to a scalar (the batch mean), and their gradients: softmax
-cross-entropy over integer labels, and the pointwise losses (mse, bce with logits).
+"""Losses, each reduced to a scalar (a mean or a sum), and their gradients: softmax cross-entropy
+over integer labels or probabilities, and the pointwise losses (mse, bce with logits), each with
+an optional weight per element.
 
-Cross-entropy runs one block per row (a row: one example's, or one pixel's, class
-scores), reducing its max and sum of exponentials as shared-memory trees; the
-per-row losses and the labelled count are then reduced by one block each.
+Cross-entropy runs one block per row (a row: one element's class scores, e.g. one
+example's, one pixel's or one token's), reducing its max and sum of exponentials (and,
+for probabilities, its loss and the targets' sum) as shared-memory trees; the per-row
+losses and the labelled count are then reduced by one block each.
 Pointwise losses sum per block, then once more over the blocks. All sums are
 float64, like the CPU's.
 """
@@ -13,7 +15,7 @@ import math
 import numpy as np
 from numba import cuda, float64, int64
 
-from ..shared.loss import pointwise_grad, pointwise_term
+from ..shared.loss import line_start, pointwise_grad, pointwise_term, swapped, weight_at
 from .common import THREADS, blocks, grid
 
 LOSS_PARTS = 1024  # blocks of the first reduction pass of a pointwise loss
@@ -41,10 +43,15 @@ def _tree_max(sm, t, width):
 
 
 @cuda.jit(cache=True)
-def _labelled(t, ignore, count):
+def _labelled(t, ignore, count, soft, rows):
+    # The divisor of a mean: the labelled rows (every row for probabilities).
     sm = cuda.shared.array(THREADS, int64)
     tid = cuda.threadIdx.x
     width = cuda.blockDim.x
+    if soft:
+        if tid == 0:
+            count[0] = rows
+        return
     k = 0
     for r in range(tid, t.size, width):
         if t[r] != ignore:
@@ -57,32 +64,34 @@ def _labelled(t, ignore, count):
 
 
 @cuda.jit(cache=True)
-def _ce_rows(x, t, dy, count, losses, g, C, rows, ignore, want_loss, want_grad):
+def _ce_rows(x, t, w, dy, count, losses, g, rows, per, C, inner, ignore, label_swap, weight_swap, soft, mean, wrt):
+    # wrt: -1 no gradient, 0 the logits, 1 the probabilities, 2 the weight.
     sm = cuda.shared.array(THREADS, float64)
+    sm2 = cuda.shared.array(THREADS, float64)
     tid = cuda.threadIdx.x
     width = cuda.blockDim.x
-    n = count[0]
+    n = count[0] if mean else 1
     scale = dy[0] / n if n else 0.0
     for r in range(cuda.blockIdx.x, rows, cuda.gridDim.x):
-        base = r * C
-        label = t[r]
-        if label == ignore:  # the same for every thread of the block
-            if tid == 0:
-                losses[r] = 0.0
-            if want_grad:
-                for j in range(tid, C, width):
-                    g[base + j] = 0.0
-            continue
-        if label < 0 or label >= C:  # never index with a bad label: NaN, never a wrong number
-            if tid == 0:
-                losses[r] = math.nan
-            if want_grad:
-                for j in range(tid, C, width):
-                    g[base + j] = math.nan
-            continue
+        base = line_start(r, C, inner)
+        k = swapped(r, per, weight_swap)
+        label = 0
+        if not soft:
+            label = int(t[swapped(r, per, label_swap)])
+            if label == ignore or label < 0 or label >= C:  # the same for every thread of the block
+                # ignored: no loss, no gradient; a bad label: NaN, never a wrong number (nor a bad index)
+                value = 0.0 if label == ignore else math.nan
+                if tid == 0:
+                    losses[r] = value
+                    if wrt == 2:
+                        g[k] = value
+                if wrt == 0:
+                    for j in range(tid, C, width):
+                        g[base + j * inner] = value
+                continue
         m = -math.inf
         for j in range(tid, C, width):
-            m = max(m, float64(x[base + j]))
+            m = max(m, float64(x[base + j * inner]))
         sm[tid] = m
         cuda.syncthreads()
         _tree_max(sm, tid, width)
@@ -90,18 +99,49 @@ def _ce_rows(x, t, dy, count, losses, g, C, rows, ignore, want_loss, want_grad):
         cuda.syncthreads()
         s = 0.0
         for j in range(tid, C, width):
-            s += math.exp(x[base + j] - m)
+            s += math.exp(x[base + j * inner] - m)
         sm[tid] = s
         cuda.syncthreads()
         _tree_sum(sm, tid, width)
         s = sm[0]
-        cuda.syncthreads()  # sm is refilled by the next row
-        if want_loss and tid == 0:
-            losses[r] = math.log(s) + m - x[base + label]
-        if want_grad:
+        lse = m + math.log(s)
+        cuda.syncthreads()  # sm is refilled next
+        tsum = 1.0
+        if soft:  # -sum(t log_softmax(x)) and sum(t), as two trees
+            ce = 0.0
+            tsum = 0.0
             for j in range(tid, C, width):
-                v = math.exp(x[base + j] - m) / s * scale
-                g[base + j] = v - scale if j == label else v
+                tj = t[base + j * inner]
+                ce += tj * (lse - x[base + j * inner])
+                tsum += tj
+            sm[tid] = ce
+            sm2[tid] = tsum
+            cuda.syncthreads()
+            _tree_sum(sm, tid, width)
+            _tree_sum(sm2, tid, width)
+            ce = sm[0]
+            tsum = sm2[0]
+            cuda.syncthreads()  # sm and sm2 are refilled by the next row
+        else:
+            ce = lse - x[base + label * inner]
+        wk = weight_at(w, k)
+        ws = wk * scale
+        if tid == 0:
+            losses[r] = wk * ce
+            if wrt == 2:
+                g[k] = ce * scale
+        if wrt == 0:  # (softmax * sum(t) - t) * w * scale
+            for j in range(tid, C, width):
+                i = base + j * inner
+                v = math.exp(x[i] - m) / s * tsum
+                if soft:
+                    v -= t[i]
+                elif j == label:
+                    v -= 1.0
+                g[i] = v * ws
+        elif wrt == 1:
+            for j in range(tid, C, width):
+                g[base + j * inner] = (lse - x[base + j * inner]) * ws
 
 
 @cuda.jit(device=True)
@@ -119,11 +159,12 @@ def _block_sum(values, sm):
 
 
 @cuda.jit(cache=True)
-def _ce_mean(losses, count, out):
+def _ce_total(losses, count, out, mean):
     sm = cuda.shared.array(THREADS, float64)
     total = _block_sum(losses, sm)
+    n = count[0] if mean else 1
     if cuda.threadIdx.x == 0:
-        out[0] = total / count[0] if count[0] else math.nan
+        out[0] = total / n if n else math.nan
 
 
 def _width(n):
@@ -135,36 +176,36 @@ def _width(n):
 
 
 # Launchers.
-def cross_entropy_with_grad(logits, labels, dy, out, dx, ignore, want_loss, want_grad):
-    C = logits.shape[logits.ndim - 1]  # (the simulator's shapes take no negative index)
-    rows = logits.size // C
-    x = logits.reshape(logits.size)
-    t = labels.reshape(labels.size)
-    g = dx.reshape(dx.size)
+def cross_entropy_with_grad(x, t, weight, dy, out, g, ignore, C, inner, per, label_swap, weight_swap, soft, mean,
+                            want_loss, wrt):
+    # Flat buffers; wrt: -1 no gradient, 0 the logits, 1 the probabilities, 2 the weight (g: that one's gradient).
+    rows = x.size // C
     count = cuda.device_array(1, np.int64)
-    _labelled[1, _width(rows)](t, ignore, count)
+    _labelled[1, _width(rows)](t, ignore, count, soft, rows)
     losses = cuda.device_array(rows, np.float64)
-    _ce_rows[grid(rows), _width(C)](x, t, dy.reshape(dy.size), count, losses, g, C, rows, ignore,
-                                    want_loss, want_grad)
+    _ce_rows[grid(rows), _width(C)](x, t, weight, dy.reshape(dy.size), count, losses, g, rows, per, C, inner, ignore,
+                                    label_swap, weight_swap, soft, mean, wrt)
     if want_loss:
-        _ce_mean[1, _width(rows)](losses, count, out.reshape(out.size))
+        _ce_total[1, _width(rows)](losses, count, out.reshape(out.size), mean)
 
 
-def cross_entropy(logits, labels, out, ignore):
-    cross_entropy_with_grad(logits, labels, out, out, logits, ignore, True, False)
+def cross_entropy(logits, target, weight, out, ignore, C, inner, per, label_swap, weight_swap, soft, mean):
+    cross_entropy_with_grad(logits, target, weight, out, out, logits, ignore, C, inner, per, label_swap, weight_swap, soft,
+                            mean, True, -1)
 
 
-def cross_entropy_grad(logits, labels, dy, dx, ignore):
-    cross_entropy_with_grad(logits, labels, dy, dy, dx, ignore, False, True)
+def cross_entropy_grad(logits, target, weight, dy, dx, ignore, C, inner, per, label_swap, weight_swap, soft, mean, wrt):
+    cross_entropy_with_grad(logits, target, weight, dy, dy, dx, ignore, C, inner, per, label_swap, weight_swap, soft, mean,
+                            False, wrt)
 
 
 @cuda.jit(cache=True)
-def _pointwise_parts(a, b, parts, kind, n):
+def _pointwise_parts(a, b, w, parts, kind, pos, n):
     sm = cuda.shared.array(THREADS, float64)
     tid = cuda.threadIdx.x
     s = 0.0
     for i in range(cuda.grid(1), n, cuda.gridsize(1)):
-        s += pointwise_term(a, b, i, kind)
+        s += pointwise_term(a, b, i, kind, pos) * weight_at(w, i)
     sm[tid] = s
     cuda.syncthreads()
     _tree_sum(sm, tid, THREADS)
@@ -173,28 +214,29 @@ def _pointwise_parts(a, b, parts, kind, n):
 
 
 @cuda.jit(cache=True)
-def _pointwise_mean(parts, out, n):
+def _pointwise_total(parts, out, divisor):
     sm = cuda.shared.array(THREADS, float64)
     total = _block_sum(parts, sm)
     if cuda.threadIdx.x == 0:
-        out[0] = total / n
+        out[0] = total / divisor
 
 
-def pointwise_loss(p, t, out, kind):
-    n = p.size
+def pointwise_loss(a, b, w, out, kind, mean, pos):
+    # Flat buffers.
+    n = a.size
     chunks = min(blocks(n), LOSS_PARTS)
     parts = cuda.device_array(chunks, np.float64)
-    _pointwise_parts[chunks, THREADS](p.reshape(n), t.reshape(n), parts, kind, n)
-    _pointwise_mean[1, _width(chunks)](parts, out.reshape(out.size), n)
+    _pointwise_parts[chunks, THREADS](a, b, w, parts, kind, pos, n)
+    _pointwise_total[1, _width(chunks)](parts, out.reshape(out.size), n if mean else 1)
 
 
 @cuda.jit(cache=True)
-def _pointwise_grad(a, b, dy, g, kind, wrt, n):
-    scale = dy[0] / n
+def _pointwise_grad(a, b, w, dy, g, kind, pos, wrt, divisor, n):
+    scale = dy[0] / divisor
     for i in range(cuda.grid(1), n, cuda.gridsize(1)):
-        pointwise_grad(a, b, g, i, kind, wrt, scale)
+        pointwise_grad(a, b, w, g, i, kind, wrt, scale, pos)
 
 
-def pointwise_loss_grad(p, t, dy, dx, kind, wrt):
-    n = p.size
-    _pointwise_grad[blocks(n), THREADS](p.reshape(n), t.reshape(n), dy.reshape(dy.size), dx.reshape(n), kind, wrt, n)
+def pointwise_loss_grad(a, b, w, dy, g, kind, mean, pos, wrt):
+    n = a.size
+    _pointwise_grad[blocks(n), THREADS](a, b, w, dy.reshape(dy.size), g, kind, pos, wrt, n if mean else 1, n)

@@ -1,4 +1,4 @@
-"""Batchnorm (forward, gradients, and the fused batchnorm group) and dropout on the GPU.
+"""Batchnorm (forward, gradients, and the fused batchnorm group), dropout and dropout2d on the GPU.
 
 The statistics are the CPU's (cnnc/kernels/cpu/norm.py), from float64 partial
 sums. They come from 2-D blocks of BN_TILE_C channels by BN_TILE_R rows, so
@@ -10,14 +10,16 @@ RNG array and pass them on as scalars.
 """
 
 import numpy as np
-from numba import cuda, float64, uint64
+from numba import cuda, float64
 
 from ..shared.norm import (
     bn_channel_constants,
     bn_grad_constants,
     bn_moments,
     bn_update_running,
-    mix64,
+    channel_draw,
+    dropout_drops,
+    dropout_stream,
 )
 from .common import THREADS, blocks
 from .holes import _post, _stage
@@ -204,14 +206,23 @@ def _no_stage():
     return
 
 
-# The same mask as the CPU's: each thread hashes its own element indices.
+# The same masks as the CPU's: each thread hashes the draw of its own elements (dropout: one
+# per element; dropout2d: one per (example, channel)).
 @cuda.jit(cache=True)
 def _dropout(x, out, seed, step, key, threshold, scale, n):
-    golden = uint64(0x9E3779B97F4A7C15)
-    base = mix64(mix64(mix64(seed + golden) ^ step) ^ key)
+    base = dropout_stream(seed, step, key)
     for i in range(cuda.grid(1), n, cuda.gridsize(1)):
-        h = mix64(base + uint64(i + 1) * golden)
-        if (h >> uint64(11)) < threshold:
+        if dropout_drops(base, i, threshold):
+            out[i] = 0.0
+        else:
+            out[i] = float64(x[i]) * scale
+
+
+@cuda.jit(cache=True)
+def _dropout2d(x, out, seed, step, key, threshold, scale, channels, stride, per_example, n):
+    base = dropout_stream(seed, step, key)
+    for i in range(cuda.grid(1), n, cuda.gridsize(1)):
+        if dropout_drops(base, channel_draw(i, channels, stride, per_example), threshold):
             out[i] = 0.0
         else:
             out[i] = float64(x[i]) * scale
@@ -223,11 +234,24 @@ def _dropout_copy(x, out, n):
         out[i] = x[i]
 
 
+def _dropout_draws(rng, p):
+    """(seed, step, key, threshold, scale) of a dropout launch, as the CPU derives them."""
+    threshold = np.uint64(int(p * 9007199254740992.0))  # p * 2^53, truncated as the CPU does
+    seed, step, key = (np.uint64(v) for v in rng[:3])
+    return seed, step, key, threshold, 1.0 / (1.0 - p)
+
+
 def dropout(x, rng, training, out, p):
     n = out.size
     if int(training[0]) == 0 or p == 0.0:
         _dropout_copy[blocks(n), THREADS](x, out, n)
         return
-    threshold = np.uint64(int(p * 9007199254740992.0))  # p * 2^53, truncated as the CPU does
-    seed, step, key = (np.uint64(v) for v in rng[:3])
-    _dropout[blocks(n), THREADS](x, out, seed, step, key, threshold, 1.0 / (1.0 - p), n)
+    _dropout[blocks(n), THREADS](x, out, *_dropout_draws(rng, p), n)
+
+
+def dropout2d(x, rng, training, out, p, channels, stride, per_example):
+    n = out.size
+    if int(training[0]) == 0 or p == 0.0:
+        _dropout_copy[blocks(n), THREADS](x, out, n)
+        return
+    _dropout2d[blocks(n), THREADS](x, out, *_dropout_draws(rng, p), channels, stride, per_example, n)

@@ -1,4 +1,4 @@
-"""Per-channel numerics of batchnorm and dropout's hash, the same on the CPU and the GPU.
+"""Per-channel numerics of batchnorm and the dropout hashes, the same on the CPU and the GPU.
 
 Batchnorm's statistics come from sums of x - shift (shift: a value near each
 channel's mean, which avoids cancellation in sum((x - s)^2) - sum(x - s)^2 / n),
@@ -62,10 +62,28 @@ def bn_grad_constants(s1, s2, s3, s4, shift, running_var, weight, dw, db, m, a, 
         b[c] = 0.0
 
 
-# Dropout's mask is a pure function of (seed, step, key, element index): splitmix64's
+# Dropout's mask is a pure function of (seed, step, key, draw index: an element's, or for
+# dropout2d an (example, channel)'s): splitmix64's
 # finalizer over a counter, so the gradient recomputes the forward's mask exactly (it
 # reads the RNG array of the forward node's key) and a seeded run is reproducible.
 def mix64(z):
     z = (z ^ (z >> uint64(30))) * uint64(0xBF58476D1CE4E5B9)
     z = (z ^ (z >> uint64(27))) * uint64(0x94D049BB133111EB)
     return z ^ (z >> uint64(31))
+
+
+def dropout_stream(seed, step, key):
+    """The base every draw of a dropout node at a step hashes from."""
+    return mix64(mix64(mix64(seed + uint64(0x9E3779B97F4A7C15)) ^ step) ^ key)
+
+
+def dropout_drops(base, draw, threshold):
+    """Whether draw number `draw` drops: its top 53 bits of hash, as a uniform in [0, 1), fall below
+    p (`threshold` is p * 2^53)."""
+    return (mix64(base + uint64(draw + 1) * uint64(0x9E3779B97F4A7C15)) >> uint64(11)) < threshold
+
+
+def channel_draw(i, channels, stride, per_example):
+    """dropout2d's draw for element i of a flat buffer: one per (example, channel). Channels are
+    `stride` elements apart (1 channels-last) and an example spans `per_example` elements."""
+    return (i // per_example) * channels + (i // stride) % channels

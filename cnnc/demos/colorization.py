@@ -30,7 +30,7 @@ PAPER = "Zhang, Isola and Efros: Colorful Image Colorization (ECCV 2016)"
 SHOWS = "grey scenes coloured by the network beside the truth: each shape has its own colour, whatever its grey level"
 
 SIZE, BATCH = 64, 16
-BUDGET = 75.0  # seconds of training; the data and the evaluation take the rest of 90 s
+BUDGET = 70.0  # seconds of training; the data and the evaluation take the rest of 90 s
 COLOURS = np.array([[0, 0], [60, 40], [10, -50], [-50, 50]], np.float64)  # ab of background, circle, square, triangle
 
 

@@ -126,13 +126,3 @@ def test_bins_soft_encoding_and_rebalancing():
     prior = np.array([0.7, 0.2, 0.1, 0.0])
     w = rebalancing_weights(prior)
     assert abs(np.sum(prior * w) - 1) < 1e-12 and w[2] > w[1] > w[0]  # rarer colours weigh more
-
-
-@pytest.mark.slow
-def test_the_demo_runs_in_its_quick_mode(tmp_path):
-    from cnnc import demos
-
-    result = demos.run("colorization", tmp_path, quick=True, say=lambda text: None)
-    assert result.losses[-1] < result.losses[0] and all(np.isfinite(result.losses))
-    for picture in result.pictures:
-        assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

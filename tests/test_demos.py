@@ -1,9 +1,24 @@
-"""`cnnc demo`: the list, and clear errors. Each demo's quick run is tested beside its model's tests."""
+"""`cnnc demo`: every demo end to end in its quick mode, the list, and clear errors."""
 
 import subprocess
 import sys
 
+import numpy as np
+import pytest
+
 from cnnc import demos
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", demos.DEMOS)
+def test_every_demo_runs_end_to_end_in_its_quick_mode(name, tmp_path):
+    result = demos.run(name, tmp_path, quick=True, say=lambda text: None)
+    assert len(result.losses) >= 3 and all(np.isfinite(result.losses))
+    assert result.losses[-1] < result.losses[0]  # a few steps already learn something
+    assert result.metrics and all(np.isfinite(m.value) for m in result.metrics)
+    assert result.pictures
+    for picture in result.pictures:
+        assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def cnnc_command(*args):
@@ -15,7 +30,7 @@ def test_the_list_names_every_demo_with_its_paper():
     assert done.returncode == 0
     for name, title, paper, shows in demos.describe():
         assert name in done.stdout and paper in done.stdout and shows in done.stdout
-    assert set(demos.DEMOS) == {"fcn", "dcgan", "style_transfer", "colorization"}
+    assert set(demos.DEMOS) == {"fcn", "dcgan", "style_transfer", "did_mdn", "colorization"}
 
 
 def test_an_unknown_demo_is_a_clear_error():

@@ -115,13 +115,3 @@ def test_logits_loss_gradients_and_a_step_equal_pytorchs(stride, pad100, size):
     torch.optim.SGD(reference.parameters(), lr=0.1, momentum=0.9).step()
     for name, value in reference.state_dict().items():
         np.testing.assert_allclose(net.state_dict()[name], value.numpy(), rtol=1e-4, atol=1e-6, err_msg=name)
-
-
-@pytest.mark.slow
-def test_the_demo_runs_in_its_quick_mode(tmp_path):
-    from cnnc import demos
-
-    result = demos.run("fcn", tmp_path, quick=True, say=lambda text: None)
-    assert result.losses[-1] < result.losses[0] and all(np.isfinite(result.losses))
-    for picture in result.pictures:
-        assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

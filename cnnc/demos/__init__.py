@@ -15,7 +15,7 @@ import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-DEMOS = ("fcn", "dcgan", "style_transfer", "colorization")
+DEMOS = ("fcn", "dcgan", "style_transfer", "did_mdn", "colorization")
 
 
 @dataclass(frozen=True)

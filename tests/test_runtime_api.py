@@ -202,3 +202,15 @@ def test_a_trainer_on_chosen_parameters_steps_only_them():
     net.trainer(loss="bce_with_logits", optimizer=cnnc.optim.Adam(lr=0.01), params=["head.bias"]).step(x, t)
     after = net.state_dict()
     assert [name for name in before if not np.array_equal(before[name], after[name])] == ["head.bias"]
+
+
+def test_an_update_from_a_non_finite_gradient_is_refused_and_changes_nothing():
+    net = cnnc.compile(DISCRIMINATOR, seed=5)
+    trainer = net.trainer(optimizer=cnnc.optim.SGD(lr=0.1))
+    before = net.state_dict()
+    grads = {name: np.zeros_like(value) for name, value in net.params.items()}
+    grads["head.bias"] = np.array([np.nan], np.float32)
+    with pytest.raises(CnncError, match="update 1: the gradient of head.bias holds NaN"):
+        trainer.update(grads)
+    for name, value in net.state_dict().items():
+        np.testing.assert_array_equal(value, before[name])

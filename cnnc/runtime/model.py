@@ -643,13 +643,12 @@ class Trainer:
                 for part in parts:
                     if np.shape(part) != expected:
                         raise CnncError(f"the gradient of {name} has shape {list(np.shape(part))}; the parameter is {list(expected)}")
-                total[name] = np.sum(parts, axis=0) if len(parts) > 1 else parts[0]
+                total[name] = np.sum(parts, axis=0) if len(parts) > 1 else np.asarray(parts[0])
+                if not np.isfinite(total[name]).all():
+                    raise CnncError(f"update {self.steps + 1}: the gradient of {name} holds NaN or infinity; the parameters are unchanged")
             for name, value in total.items():
                 model._grads[name][...] = value
             self.steps += 1
-            bad = model._nonfinite_gradient(names)
-            if bad is not None:
-                raise CnncError(f"update {self.steps}: the gradient of {bad} holds NaN or infinity; the parameters are unchanged")
             model._device_stale = model._device is not None
             model._push()
             self._update_parameters(None)

@@ -129,3 +129,18 @@ def check_finite_differences(program, feeds, target, loss, state, train, seed, t
             analytic = grads[name].reshape(-1)[i]
             scale = max(1.0, np.abs(grads[name]).max())
             assert abs(numeric - analytic) <= tol * scale, f"{name}[{i}]: finite difference {numeric}, gradient {analytic}"
+
+
+def check_gradient_reuses_the_forward_mask(model, x: np.ndarray, p: float) -> None:
+    """A dropout-like layer's gradient applies the mask its forward drew: with the forward and the
+    training step at the same step, dx = dy * mask / (1 - p), the mask read off the forward's zeros."""
+    target = np.random.default_rng(1).standard_normal(x.shape).astype(x.dtype)
+    model._state.step = 5
+    y = model(x)
+    model._state.step = 5
+    loss, grads = model.grad(x, target, loss="mse", inputs=True)
+    mask = y != 0
+    assert 0 < mask.mean() < 1
+    np.testing.assert_allclose(loss, np.mean((y - target) ** 2), rtol=1e-5)
+    dy = 2 * (y - target) / y.size
+    np.testing.assert_allclose(grads["x"], dy * mask / (1 - p), rtol=1e-5, atol=1e-7)

@@ -61,6 +61,10 @@ CONV_CASES = [
     (3, [7, 6], 6, dict(kernel=3, stride=2, pad=1, groups=3, bias=False), 1),  # depthwise, multiplier 2
     (1, [7, 6], 3, dict(kernel=3, stride=2, pad=1), 2),  # one input channel: the direct kernels
     (8, [28, 28], 8, dict(kernel=3, pad=1), 3),  # full-size tiles (512 rows)
+    # Winograd F(4x4, 3x3): 3x3 stride 1, 16+ channels, 64+ output tiles; partial tiles at the edges
+    (16, [15, 13], 16, dict(kernel=3, pad=1), 4),
+    (16, [18, 17], 17, dict(kernel=3, bias=False), 4),  # no padding: the input gradient pads by 2
+    (17, [14, 14], 16, dict(kernel=3, pad=2), 4),  # padding 2: the input gradient pads by 0
 ]
 
 
@@ -101,6 +105,8 @@ CONV_TRANSPOSE_CASES = [
     (6, [4, 4], 3, dict(kernel=3, pad=1, groups=3), 1),
     (2, [4, 3], 1, dict(kernel=[2, 3], stride=[1, 2], pad=[0, 1]), 2),  # one output channel: the direct kernels
     (8, [14, 14], 8, dict(kernel=3, stride=2, pad=1, output_pad=1), 3),  # several tiles per phase
+    (16, [15, 13], 16, dict(kernel=3, pad=1), 4),  # Winograd both ways
+    (16, [14, 12], 17, dict(kernel=3), 4),  # Winograd both ways, the forward padded by 2
 ]
 
 

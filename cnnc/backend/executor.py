@@ -9,6 +9,7 @@ cnnc.backend.cuda.device) says where buffers live and how kernels are made.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import zlib
@@ -149,7 +150,8 @@ class Executor:
             self.buffers[name] = self.buffers[src].reshape(physical_shape(graph[name].type, batch))
         self.index_checks = index_checks(schedule)
         self._rng: dict[str, np.ndarray] = {}
-        lowered = [lower_group(graph, g, device.target) for g in groups if g.kind != "view"]
+        target = dataclasses.replace(device.target, batch=batch)  # kernels may be chosen by the batch
+        lowered = [lower_group(graph, g, target) for g in groups if g.kind != "view"]
         scratch_bytes = 0
         for low in lowered:
             for arg in _flat_specs(low.kernel.args, low.kernel.epilogue):

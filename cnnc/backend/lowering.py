@@ -30,11 +30,14 @@ class Target:
                   already stored (the CPU's kernels store whole tiles, then run the chain on
                   them) or as `acc`, handed over per element (the CUDA kernels').
     normalized:   how the `_post` pass of a fused batchnorm reads an element's normalized value.
+    batch:        the batch size the kernels are built for (an executor's), or None where it is
+                  not known; ops that choose their algorithm by it (`Op.batch_aware`) are given it.
     """
 
     name: str
     anchor_value: str
     normalized: str
+    batch: int | None = None
 
     @property
     def stored_first(self) -> bool:
@@ -46,9 +49,10 @@ class Target:
         node = graph[name]
         choose = node.op.cpu if self.name == "cpu" else node.op.cuda
         ins = [graph[i].type for i in node.inputs]
-        if epilogue is None:
-            return choose(node.attrs, node.type, *ins)
-        return choose(node.attrs, node.type, *ins, epilogue=epilogue)
+        extra = {"batch": self.batch} if node.op.batch_aware else {}
+        if epilogue is not None:
+            extra["epilogue"] = epilogue
+        return choose(node.attrs, node.type, *ins, **extra)
 
 
 CPU = Target("cpu", anchor_value="o[i]", normalized="(x[i] - m[c]) * s[c] + b[c]")

@@ -249,6 +249,7 @@ class Op:
     logical_view: bool = False  # the input's elements in the same logical order (a reshape): may share its buffer
     batch_statistics: bool = False  # normalizes with per-channel statistics over the batch (batchnorm in training)
     identity: float | None = None  # the constant operand that leaves the others unchanged (add: 0, mul: 1)
+    batch_aware: bool = False  # its cpu()/cuda() take `batch=` (None when unknown) to choose an algorithm
 
     @property
     def computed(self) -> bool:

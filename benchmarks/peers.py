@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the independent PyTorch models
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from models import interleaved_medians  # noqa: E402
+from models import interleaved_medians, torch_runner  # noqa: E402
 
 THREADS = 2
 CONTENDERS = ("cnnc", "eager", "eager_cl", "inductor", "onnxruntime")
@@ -145,25 +145,9 @@ def run_cnnc(work: Workload, module, x, y):
 
 
 def _torch_step(model, tx, ty, inference: bool):
-    import torch
-
-    if inference:
-        model.eval()
-
-        def infer():
-            with torch.no_grad():
-                model(tx)
-
-        return infer
-    model.train()
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-
-    def step():
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(tx), ty).backward()
-        opt.step()
-
-    return step
+    if not inference:
+        model.train()
+    return torch_runner(model, "inference" if inference else "training step", tx, ty)
 
 
 def run_eager(work: Workload, module, x, y, channels_last: bool = False):

@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def load_script(name: str):
     spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -69,3 +70,33 @@ def test_memory_benchmark_on_lenet():
         assert 0 <= float(r[3]) <= float(r[4])  # the steps' peak is part of the process's peak
     planned, unplanned = float(rows[2][2]), float(rows[2][3])
     assert 0 < planned <= unplanned
+
+
+def test_peers_table_names_the_best_peer_of_the_target_and_the_verdict():
+    peers = load_script("peers")
+    work = peers.Workload("lenet", "inference", 1, ("onnxruntime", "inductor"), 1.0)
+    rows = [(work, {"ms": {"cnnc": 0.05, "eager": 0.04, "onnxruntime": 0.1, "inductor": 0.2},
+                    "compile": {"cnnc": 1.0, "eager": 0.0}})]
+    lines = peers.table(rows, ["cnnc", "eager", "onnxruntime", "inductor"])
+    row = next(line for line in lines if line.startswith("lenet inference b1"))
+    # eager is faster, but the target compares against onnxruntime and Inductor only
+    assert "ORT (met)" in row and " 0.50 " in row
+    assert peers.applying(peers.Workload("lenet", "training", 64, ("eager",), 0.7), list(peers.CONTENDERS)) == [
+        "cnnc", "eager", "eager_cl", "inductor"]
+
+
+@pytest.mark.slow
+def test_peers_benchmark_on_lenet_at_batch_1():
+    out = run_script("benchmarks/peers.py", "--only", "lenet", "--batch", "1", "--repeats", "1", "--peers", "eager,onnxruntime")
+    row = next(line for line in out.splitlines() if line.startswith("lenet inference b1"))
+    assert float(row.split()[3]) > 0  # cnnc's milliseconds
+
+
+@pytest.mark.slow
+def test_kernels_benchmark_finds_each_pass_of_a_winograd_layer():
+    kernels = load_script("kernels")
+    found = kernels.cnnc_kernels(("t", 16, 16, 16, 3, 1, 1), batch=4, winograd=True)
+    assert {step: entry for step, (entry, _, _) in found.items()} == {
+        "forward": "winograd_forward", "input grad": "winograd_forward", "weight grad": "winograd_grad_weight"}
+    found = kernels.cnnc_kernels(("t", 16, 16, 16, 3, 1, 1), batch=4, winograd=False)
+    assert found["forward"][0] == "conv_forward" and found["input grad"][0] == "conv_grad_input"

@@ -24,7 +24,7 @@ def kernels(net, kind_index: int = -1) -> dict[str, str]:
     return {name: fn.__name__ for name, fn, _ in executor.steps}
 
 
-def test_winograd_runs_3x3_stride_1_convs_with_tiles_enough_forward_and_input_gradient():
+def test_winograd_runs_3x3_stride_1_convs_with_tiles_enough_forward_and_both_gradients():
     net = cnnc.compile(PROGRAM)
     x = np.random.default_rng(0).standard_normal((4, 16, 15, 13)).astype(np.float32)
     net(x)  # 4 images of 4 x 4 output tiles: 64 tiles
@@ -34,7 +34,8 @@ def test_winograd_runs_3x3_stride_1_convs_with_tiles_enough_forward_and_input_gr
     net.grad(x, np.zeros((4, 16, 8, 7), np.float32), loss="mse", inputs=["x"])
     entries = sorted(kernels(net).values())
     assert entries.count("winograd_forward") == 2  # c's forward and its input gradient
-    assert "conv_grad_input" in entries  # d's input gradient, at stride 2
+    assert entries.count("winograd_grad_weight") == 1  # c's weight gradient
+    assert "conv_grad_input" in entries and "conv_grad_weight" in entries  # d's, at stride 2
 
 
 def test_too_few_tiles_stay_on_im2col():

@@ -95,6 +95,7 @@ def _direct(cg: int, og: int) -> bool:
 WINOGRAD_MIN_TILES = 64
 WINOGRAD_MIN_CHANNELS = 16
 WINOGRAD_CHUNK = 32  # tiles per prange iteration (32-64 measured alike)
+WINOGRAD_GRAD_CHUNK = 64  # tiles per GEMM of the weight gradient (its inner dimension)
 WINOGRAD_WEIGHT_BLOCK = 8192  # weights gathered per weight-transform GEMM
 
 
@@ -158,8 +159,18 @@ def grad_input_kernel(cin: int, cout: int, kernel, stride, pads, dilation, group
     return Kernel("conv", entry, args, epilogue=epilogue)
 
 
-def grad_weight_kernel(cin: int, cout: int, kernel, stride, pads, dilation, groups: int) -> Kernel:
-    """conv_grad_weight from inputs (x with `cin` channels, dy with `cout`) into [cout, cin/groups, kh, kw]."""
+def grad_weight_kernel(cin: int, cout: int, kernel, stride, pads, dilation, groups: int, out_hw=None,
+                       batch=None) -> Kernel:
+    """conv_grad_weight from inputs (x with `cin` channels, dy with `cout`) into [cout, cin/groups, kh, kw];
+    `out_hw` (dy's height and width) and `batch` (where known) choose Winograd where it pays."""
+    if _winograd(cin, cout, kernel, stride, dilation, groups, pads, out_hw, batch):
+        block = max(1, min(cin, WINOGRAD_WEIGHT_BLOCK // cout))
+        chunk = WINOGRAD_GRAD_CHUNK
+        per = 36 * cin * cout + 36 * chunk * (cin + cout) + 76 * max(cin, cout)
+        # per slot: its sum of dU [36, cin, cout] and a chunk's transforms; then the blocks' results
+        scratch = Scratch((9 * (cin + block) * cout,), per_slot=per)
+        args = (In(0), In(1), OUT, scratch, pads[0], pads[1], chunk, block, per, SLOTS)
+        return Kernel("winograd", "winograd_grad_weight", args)
     cg, og = cin // groups, cout // groups
     k = kernel[0] * kernel[1] * cg
     tile = _tile(k)
@@ -404,6 +415,7 @@ class ConvGradWeight(Op):
     """
 
     name = "conv_grad_weight"
+    batch_aware = True
     inputs = 2
     internal = True
     attrs = _GEOMETRY
@@ -414,8 +426,9 @@ class ConvGradWeight(Op):
     def macs(self, a, out, x, dy):
         return dy.sample_elements() * (x.shape[1] // a.groups) * a.kernel[0] * a.kernel[1]
 
-    def cpu(self, a, out, x, dy):
-        return grad_weight_kernel(x.shape[1], dy.shape[1], a.kernel, a.stride, a.pads, a.dilation, a.groups)
+    def cpu(self, a, out, x, dy, batch=None):
+        return grad_weight_kernel(x.shape[1], dy.shape[1], a.kernel, a.stride, a.pads, a.dilation, a.groups,
+                                  dy.shape[2:], batch)
 
-    def cuda(self, a, out, x, dy):
+    def cuda(self, a, out, x, dy, batch=None):
         return cuda_grad_weight_kernel(a.stride, a.pads, a.dilation, a.groups)

@@ -17,8 +17,15 @@ the copy loops.
 import numpy as np
 from numba import get_thread_id, njit, prange
 
-from .blas import _gemm, _one_zero
+from .blas import _gemm, _gemm_ab, _one_zero
 from .holes import _epilogue
+
+# Output pixels per thread below which conv_forward reads the weight as stored (_few_rows_forward):
+# rearranging it for the tiled GEMMs would cost as much as the product itself.
+FEW_ROWS = 64
+# Multiply-adds below which a conv of few rows runs on one thread (_serial_forward): a parallel
+# region costs microseconds to start, as long as such a conv takes to compute.
+SERIAL_MACS = 1 << 20
 
 
 @njit(cache=True)
@@ -111,6 +118,74 @@ def _forward_tile(x, wm, e, out, col, one_zero, r0, rows, KH, KW, sh, sw, pt, pl
     _epilogue(of, r0 * Cout, (r0 + rows) * Cout, Cout, e)
 
 
+@njit(cache=True)
+def _im2col_as_stored(xf, colf, r0, rows, H, W, C, OH, OW, KH, KW, sh, sw, pt, pl, dh, dw):
+    # Rows r0 .. r0+rows of the im2col matrix with columns (c, kh, kw): the order of a weight row
+    # [in, kh, kw] as it is stored, so that the GEMM reads the weight without rearranging it.
+    K = C * KH * KW
+    ohw = OH * OW
+    for r in range(r0, r0 + rows):
+        n = r // ohw
+        q = r - n * ohw
+        oh = q // OW
+        ow = q - oh * OW
+        for kh in range(KH):
+            ih = oh * sh - pt + kh * dh
+            for kw in range(KW):
+                iw = ow * sw - pl + kw * dw
+                dst = np.uint64(r * K + kh * KW + kw)
+                if ih >= 0 and ih < H and iw >= 0 and iw < W:
+                    src = np.uint64(((n * H + ih) * W + iw) * C)
+                    for c in range(C):
+                        colf[dst + np.uint64(c * KH * KW)] = xf[src + np.uint64(c)]
+                else:
+                    for c in range(C):
+                        colf[dst + np.uint64(c * KH * KW)] = 0.0
+
+
+@njit(cache=True)
+def _serial_forward(x, weight, out, scratch, e, sh, sw, pt, pl, dh, dw):
+    # conv_forward for work too small to share: waking the thread pool costs more than it does.
+    N, H, W, C = x.shape
+    OH, OW, Cout = out.shape[1], out.shape[2], out.shape[3]
+    KH, KW = weight.shape[2], weight.shape[3]
+    K = KH * KW * C
+    total = N * OH * OW
+    of = out.reshape(out.size)
+    _im2col_as_stored(x.reshape(x.size), scratch, 0, total, H, W, C, OH, OW, KH, KW, sh, sw, pt, pl, dh, dw)
+    one_zero = _one_zero(scratch)
+    _gemm_ab(False, True, total, Cout, K, scratch, 0, K, weight.reshape(weight.size), 0, K, of, 0, Cout, one_zero,
+             False)
+    _epilogue(of, 0, total * Cout, Cout, e)
+
+
+@njit(parallel=True, cache=True)
+def _few_rows_forward(x, weight, out, scratch, e, sh, sw, pt, pl, dh, dw, nslots):
+    # conv_forward for few output pixels (a small batch of small images): the im2col of every row,
+    # then GEMMs split over blocks of output channels that read the weight as it is stored, so
+    # that each thread reads only its share of a large weight and nothing rearranges it first.
+    N, H, W, C = x.shape
+    OH, OW, Cout = out.shape[1], out.shape[2], out.shape[3]
+    KH, KW = weight.shape[2], weight.shape[3]
+    K = KH * KW * C
+    total = N * OH * OW
+    col = scratch[: total * K]
+    one_zero = _one_zero(scratch)
+    rb = (total + nslots - 1) // nslots
+    for t in prange(nslots):
+        _im2col_as_stored(x.reshape(x.size), col, t * rb, max(0, min(rb, total - t * rb)), H, W, C, OH, OW,
+                          KH, KW, sh, sw, pt, pl, dh, dw)
+    wf = weight.reshape(weight.size)
+    of = out.reshape(out.size)
+    cb = max(16, (Cout + 4 * nslots - 1) // (4 * nslots))  # channels per block: 4 blocks per thread
+    for b in prange((Cout + cb - 1) // cb):
+        j0 = b * cb
+        _gemm_ab(False, True, total, min(cb, Cout - j0), K, col, 0, K, wf, j0 * K, K, of, j0, Cout, one_zero, False)
+    for t in prange(nslots):
+        r0 = min(total, t * rb)
+        _epilogue(of, r0 * Cout, min(total, r0 + rb) * Cout, Cout, e)
+
+
 @njit(parallel=True, cache=True)
 def conv_forward(x, weight, out, scratch, e, sh, sw, pt, pl, dh, dw, groups, tile, nslots):
     # out[n, oh, ow, co] = bias[co] + sum x[n, oh*sh - pt + kh*dh, ow*sw - pl + kw*dw, g*cg + ci] * weight[co, ci, kh, kw]
@@ -118,6 +193,13 @@ def conv_forward(x, weight, out, scratch, e, sh, sw, pt, pl, dh, dw, groups, til
     OH, OW = out.shape[1], out.shape[2]
     KH, KW = weight.shape[2], weight.shape[3]
     K = KH * KW * (C // groups)
+    total = N * OH * OW
+    if groups == 1 and total <= FEW_ROWS * nslots:
+        if total * K * weight.shape[0] <= SERIAL_MACS:
+            _serial_forward(x, weight, out, scratch, e, sh, sw, pt, pl, dh, dw)
+        else:
+            _few_rows_forward(x, weight, out, scratch, e, sh, sw, pt, pl, dh, dw, nslots)
+        return
     wsize = weight.size
     wm = scratch[:wsize]
     og = weight.shape[0] // groups
@@ -127,7 +209,6 @@ def conv_forward(x, weight, out, scratch, e, sh, sw, pt, pl, dh, dw, groups, til
     # A 1x1, stride-1, unpadded, ungrouped conv is a GEMM over the pixels as they are.
     plain = KH == 1 and KW == 1 and sh == 1 and sw == 1 and pt == 0 and pl == 0 and groups == 1 and OH == H and OW == W
     per = tile * K
-    total = N * OH * OW
     rt = _fit_tile(tile, total, nslots)
     for t in prange((total + rt - 1) // rt):
         base = wsize + get_thread_id() * per

@@ -248,3 +248,129 @@ def winograd_forward(x, weight, out, scratch, e, pt, pl, flip, chunk, ib, per, n
         base = usize + get_thread_id() * per
         t0 = t * ct
         _chunk(x, u, e, out, scratch[base : base + per], one_zero, k, t0, min(ct, total - t0), ct, pt, pl)
+
+
+# -- the weight gradient ---------------------------------------------------------------------------
+#
+# Y = A^T [U * V] A is linear in U, so the gradient of U is the sum over tiles of V * (A dY A^T)
+# (elementwise per frequency): 36 GEMMs dU_f += V_f^T . Z_f per chunk of tiles, with Z the 6x6
+# transform of each 4x4 block of dy. U = G g G^T, so dg = G^T dU G: kron(G, G)^T . dU.
+
+
+@njit(cache=True)
+def _a_rows(src, s0, step, dst, d0, dstep, C, k, count):
+    # dst[f] = (A y)[f], f < 6, for the `count` <= 4 vectors y[i] = src[s0 + i*step : + C] (missing
+    # ones, past the edge of dy, are zero): the 1-D transform of an output gradient.
+    two, four, eight = k[0], k[1], k[3]
+    s1 = s0 + step
+    s2 = s1 + step
+    s3 = s2 + step
+    e1 = d0 + dstep
+    e2 = e1 + dstep
+    e3 = e2 + dstep
+    e4 = e3 + dstep
+    e5 = e4 + dstep
+    for c in range(C):
+        y0 = src[s0 + c]
+        y1 = src[s1 + c] if count > 1 else y0 - y0
+        y2 = src[s2 + c] if count > 2 else y0 - y0
+        y3 = src[s3 + c] if count > 3 else y0 - y0
+        a = y0 + y2
+        b = y1 + y3
+        p = y0 + four * y2
+        q = two * y1 + eight * y3
+        dst[d0 + c] = y0
+        dst[e1 + c] = a + b
+        dst[e2 + c] = a - b
+        dst[e3 + c] = p + q
+        dst[e4 + c] = p - q
+        dst[e5 + c] = y3
+
+
+@njit(cache=True)
+def _gradient_tiles(dyf, z, cols, k, t0, count, OH, OW, Cout, TH, TW):
+    # z[f, t, co] = (A dY A^T)[f] for the 4x4 blocks of dy of tiles t0 .. t0+count: along each row
+    # of the block into `cols` [4 rows, 6, Cout], then along the columns into z.
+    cc = np.uint64(Cout)
+    for t in range(count):
+        p = t0 + t
+        n = p // (TH * TW)
+        q = p - n * TH * TW
+        oh0 = (q // TW) * 4
+        ow0 = (q - (q // TW) * TW) * 4
+        nh = min(4, OH - oh0)
+        for i in range(nh):  # cols[i, f] = sum_j A[f, j] dy[i, j]
+            _a_rows(dyf, np.uint64(((n * OH + oh0 + i) * OW + ow0) * Cout), cc, cols, np.uint64(i * 6 * Cout), cc,
+                    cc, k, min(4, OW - ow0))
+        for j in range(6):  # z[(f, j), t] = sum_i A[f, i] cols[i, j]
+            _a_rows(cols, np.uint64(j * Cout), np.uint64(6 * Cout), z, np.uint64((j * count + t) * Cout),
+                    np.uint64(6 * count * Cout), cc, k, nh)
+
+
+@njit(cache=True)
+def _grad_chunks(x, dy, acc, work, one_zero, k, t0, t1, chunk, pt, pl):
+    # acc[f, ci, co] = the sum over tiles t0 .. t1 (in chunks) of V_f^T . Z_f.
+    N, H, W, C = x.shape
+    OH, OW, Cout = dy.shape[1], dy.shape[2], dy.shape[3]
+    TH = (OH + 3) // 4
+    TW = (OW + 3) // 4
+    big = max(C, Cout)
+    xf = x.reshape(x.size)
+    dyf = dy.reshape(dy.size)
+    if t1 == t0:
+        acc[:] = 0.0
+    for c0 in range(t0, t1, chunk):
+        count = min(chunk, t1 - c0)
+        v = work[: 36 * count * C]
+        z = work[36 * count * C : 36 * count * (C + Cout)]
+        rest = work[36 * chunk * (C + Cout) :]
+        _input_tiles(xf, v, rest[: 36 * big], rest[36 * big : 72 * big], k, c0, count, H, W, C, TH, TW, pt, pl)
+        _gradient_tiles(dyf, z, rest[: 36 * big], k, c0, count, OH, OW, Cout, TH, TW)
+        for f in range(36):  # the first chunk overwrites (beta = 0): acc needs no clearing pass
+            _gemm(True, C, Cout, count, v, f * count * C, C, z, f * count * Cout, Cout, acc, f * C * Cout, Cout,
+                  one_zero, c0 > t0)
+
+
+@njit(cache=True)
+def _weight_gradient(scratch, usize, per, nslots, dw, dg, kg, one_zero, i0, i1):
+    # dw[co, ci] for input channels i0 .. i1: the slots' dU summed into the first slot's, then
+    # kron(G, G)^T . dU into dg [9, (ci, co)], then rearranged into PyTorch's layout.
+    Cout, C = dw.shape[0], dw.shape[1]
+    cols = (i1 - i0) * Cout
+    for f in range(36):
+        lo = np.uint64(f * C * Cout + i0 * Cout)
+        for s in range(1, nslots):
+            other = np.uint64(s * per)
+            for i in range(np.uint64(cols)):
+                scratch[lo + i] += scratch[other + lo + i]
+    _gemm(True, 9, cols, 36, kg, 0, 9, scratch, i0 * Cout, C * Cout, dg, 0, cols, one_zero, False)
+    for ci in range(i0, i1):
+        for tap in range(9):
+            row = tap * cols + (ci - i0) * Cout
+            for co in range(Cout):
+                dw[co, ci, tap // 3, tap % 3] = dg[row + co]
+
+
+@njit(parallel=True, cache=True)
+def winograd_grad_weight(x, dy, dw, scratch, pt, pl, chunk, ib, per, nslots):
+    # dw[co, ci, kh, kw] = sum over output pixels of dy[n, oh, ow, co] * x[n, oh - pt + kh, ow - pl + kw, ci]
+    # (the weight gradient of the 3x3 stride-1 conv winograd_forward computes). Each slot sums
+    # dU over a fixed share of the tiles (so the sum does not depend on scheduling) into its own
+    # part of the scratch: `per` elements, [36, C, Cout] first, then a chunk's transforms.
+    N, H, W, C = x.shape
+    OH, OW, Cout = dy.shape[1], dy.shape[2], dy.shape[3]
+    one_zero = _one_zero(scratch)
+    k = _coefficients(scratch)
+    kg = _kernel_matrix(scratch)
+    usize = 36 * C * Cout
+    total = N * ((OH + 3) // 4) * ((OW + 3) // 4)
+    for s in prange(nslots):
+        base = s * per
+        _grad_chunks(x, dy, scratch[base : base + usize], scratch[base + usize : base + per], one_zero, k,
+                     s * total // nslots, (s + 1) * total // nslots, chunk, pt, pl)
+    tail = nslots * per  # then 9 * ib * Cout per block of `ib` input channels
+    for b in prange((C + ib - 1) // ib):
+        i0 = b * ib
+        i1 = min(C, i0 + ib)
+        dg = scratch[tail + b * 9 * ib * Cout : tail + (b + 1) * 9 * ib * Cout]
+        _weight_gradient(scratch, usize, per, nslots, dw, dg, kg, one_zero, i0, i1)

@@ -65,6 +65,7 @@ CONV_CASES = [
     (16, [15, 13], 16, dict(kernel=3, pad=1), 4),
     (16, [18, 17], 17, dict(kernel=3, bias=False), 4),  # no padding: the input gradient pads by 2
     (17, [14, 14], 16, dict(kernel=3, pad=2), 4),  # padding 2: the input gradient pads by 0
+    (64, [4, 4], 48, dict(kernel=3, stride=2, pad=1), 2),  # 8 output pixels, 1.2M multiply-adds: few_rows_forward
 ]
 
 
@@ -83,6 +84,12 @@ def _conv_ref(attrs):
 def _case_id(case):
     cin, (h, w), cout, attrs, batch = case
     return f"{cin}x{h}x{w}->{cout} " + " ".join(f"{k}={_lang(v)}" for k, v in attrs.items()) + f" n={batch}"
+
+
+@pytest.fixture(autouse=True)
+def winograd_wherever_it_can_run(monkeypatch):
+    # The Winograd cases are small: choose it by the tiles alone, not by the work as for real models.
+    monkeypatch.setenv("CNNC_WINOGRAD", "1")
 
 
 @pytest.mark.parametrize("cin, size, cout, attrs, batch", CONV_CASES, ids=[_case_id(c) for c in CONV_CASES])

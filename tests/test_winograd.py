@@ -9,6 +9,13 @@ import numpy as np
 import pytest
 
 import cnnc
+from cnnc.ops.conv import WINOGRAD_MIN_MACS
+
+
+@pytest.fixture(autouse=True)
+def winograd_by_tiles(monkeypatch):
+    # These convs are small: choose Winograd by the tiles alone, as for convs of real size.
+    monkeypatch.setenv("CNNC_WINOGRAD", "1")
 
 PROGRAM = """network t {
     input x: [16, 15, 13]
@@ -44,6 +51,24 @@ def test_too_few_tiles_stay_on_im2col():
     assert kernels(net)["c"] == "conv_forward"
 
 
+def test_by_default_only_convs_with_work_enough_compile_winograd(monkeypatch):
+    monkeypatch.delenv("CNNC_WINOGRAD")
+    small = cnnc.compile(PROGRAM)
+    small(np.zeros((4, 16, 15, 13), np.float32))
+    assert kernels(small)["c"] == "conv_forward"  # 1.8M multiply-adds: the compile would not be repaid
+    big = cnnc.compile("network t {\n    input x: [64, 32, 32]\n    c: conv(64, kernel=3, pad=1)\n}\n")
+    big(np.zeros((4, 64, 32, 32), np.float32))
+    assert 4 * 32 * 32 * 64 * 64 * 9 >= WINOGRAD_MIN_MACS
+    assert kernels(big)["c"] == "winograd_forward"
+
+
+def test_few_output_pixels_split_over_channels_and_the_smallest_run_serially():
+    net = cnnc.compile("network t {\n    input x: [64, 4, 4]\n    a: conv(64, kernel=3, pad=1)\n"
+                       "    b: conv(16, kernel=1)\n}\n")
+    net(np.zeros((2, 64, 4, 4), np.float32))  # 32 output pixels
+    assert kernels(net) == {"a": "few_rows_forward", "b": "serial_forward"}
+
+
 def test_the_switch_turns_winograd_off(monkeypatch):
     monkeypatch.setenv("CNNC_WINOGRAD", "0")
     net = cnnc.compile(PROGRAM)
@@ -61,7 +86,7 @@ def test_winograd_equals_im2col_at_resnet_width(monkeypatch, dtype, tol):
     plain = cnnc.compile(program, dtype=dtype)
     plain.load_params(fast.state_dict())
     y_plain = plain(x)
-    monkeypatch.delenv("CNNC_WINOGRAD")
+    monkeypatch.setenv("CNNC_WINOGRAD", "1")
     y_fast = fast(x)
     assert kernels(fast)["c"] == "winograd_forward" and kernels(plain)["c"] == "conv_forward"
     assert np.abs(y_fast - y_plain).max() <= tol * np.abs(y_plain).max()

@@ -80,6 +80,13 @@ def _geometry(stride, pads, dilation, groups) -> tuple[int, ...]:
 
 
 DIRECT_TILE = 64  # pixels per prange iteration in the direct kernels
+# Output pixels (across the batch) up to which a conv reads its weight as stored, with the work
+# split over output channels (few_rows_forward): rearranging the weight for the tiled GEMMs would
+# cost as much as the product itself (ResNet-18's last convs at batch 1: 3.1 ms -> 0.6 ms).
+FEW_ROWS = 128
+# Multiply-adds up to which such a conv runs on one thread (serial_forward): a parallel region
+# costs microseconds to start, as long as the conv takes to compute.
+SERIAL_MACS = 1 << 20
 
 
 def _direct(cg: int, og: int) -> bool:
@@ -91,8 +98,13 @@ def _direct(cg: int, og: int) -> bool:
 # of the multiplications, and measured 1.3-2.5x faster than im2col + GEMM where it has enough 4x4
 # output tiles to share its weight transform (36 x cin x cout values per call) and enough channels
 # for its GEMMs: below 64 tiles per call, or 16 channels, im2col + GEMM was as fast or faster.
-# CNNC_WINOGRAD=0 turns it off (its float32 error is about 1e-5 relative, a few times im2col's).
+# Its kernels take seconds more to compile than im2col's, for every fused epilogue, so it is only
+# chosen for convs of WINOGRAD_MIN_MACS multiply-adds per call or more (ResNet-18 at batch 32: 1.2G
+# each), where that is soon repaid.
+# CNNC_WINOGRAD=0 turns it off (its float32 error is about 1e-5 relative, a few times im2col's);
+# CNNC_WINOGRAD=1 chooses it for every conv it can run with tiles enough, whatever the size.
 WINOGRAD_MIN_TILES = 64
+WINOGRAD_MIN_MACS = 1 << 27
 WINOGRAD_MIN_CHANNELS = 16
 WINOGRAD_CHUNK = 32  # tiles per prange iteration (32-64 measured alike)
 WINOGRAD_GRAD_CHUNK = 64  # tiles per GEMM of the weight gradient (its inner dimension)
@@ -101,14 +113,16 @@ WINOGRAD_WEIGHT_BLOCK = 8192  # weights gathered per weight-transform GEMM
 
 def _winograd(cin: int, cout: int, kernel, stride, dilation, groups: int, pads, out_hw, batch) -> bool:
     """Whether the conv computed (`cin` -> `cout` channels, top/left `pads`, output `out_hw`) runs as Winograd."""
-    if os.environ.get("CNNC_WINOGRAD") == "0" or out_hw is None:
+    switch = os.environ.get("CNNC_WINOGRAD")
+    if switch == "0" or out_hw is None:
         return False
     if tuple(kernel) != (3, 3) or tuple(stride) != (1, 1) or tuple(dilation) != (1, 1) or groups != 1:
         return False
     if min(cin, cout) < WINOGRAD_MIN_CHANNELS or min(pads) < 0:
         return False
-    tiles = (batch or 1) * -(-out_hw[0] // 4) * -(-out_hw[1] // 4)
-    return tiles >= WINOGRAD_MIN_TILES
+    if switch != "1" and (batch or 1) * out_hw[0] * out_hw[1] * cin * cout * 9 < WINOGRAD_MIN_MACS:
+        return False
+    return (batch or 1) * -(-out_hw[0] // 4) * -(-out_hw[1] // 4) >= WINOGRAD_MIN_TILES
 
 
 def winograd_kernel(cin: int, cout: int, pads, flip: bool, epilogue) -> Kernel:
@@ -130,6 +144,14 @@ def forward_kernel(cin: int, cout: int, kernel, stride, pads, dilation, groups: 
         return winograd_kernel(cin, cout, pads, False, epilogue)
     cg, og = cin // groups, cout // groups
     k = kernel[0] * kernel[1] * cg
+    rows = batch * out_hw[0] * out_hw[1] if batch and out_hw is not None else None
+    if groups == 1 and rows is not None and rows <= FEW_ROWS:  # the scratch holds the im2col of every row
+        geometry = (*stride, *pads, *dilation)
+        if rows * k * cout <= SERIAL_MACS:
+            return Kernel("conv", "serial_forward", (In(0), Param("weight"), OUT, Scratch((rows * k,)), EPILOGUE, *geometry),
+                          epilogue=epilogue)
+        args = (In(0), Param("weight"), OUT, Scratch((rows * k,)), EPILOGUE, *geometry, SLOTS)
+        return Kernel("conv", "few_rows_forward", args, epilogue=epilogue)
     tile = _tile(k)
     if _direct(cg, og):
         entry, scratch, tile = "direct_forward", Scratch((cout * k,)), DIRECT_TILE
@@ -145,7 +167,7 @@ def grad_input_kernel(cin: int, cout: int, kernel, stride, pads, dilation, group
     conv's input gradient, and conv_transpose's forward. At stride 1 with a 3x3 kernel that is
     the conv of dy padded by 2 - pad with the weight flipped: Winograd, where it pays."""
     flipped_pads = (2 - pads[0], 2 - pads[1])
-    if os.environ.get("CNNC_WINOGRAD") != "fwd" and _winograd(cout, cin, kernel, stride, dilation, groups, flipped_pads, out_hw, batch):
+    if _winograd(cout, cin, kernel, stride, dilation, groups, flipped_pads, out_hw, batch):
         return winograd_kernel(cout, cin, flipped_pads, True, epilogue)
     cg, og = cin // groups, cout // groups
     kmax = kernel[0] * kernel[1] * og

@@ -3,6 +3,8 @@
 Every 4-D buffer is NHWC; weights keep PyTorch's layout [out, in/groups, kh, kw].
 One file serves conv, conv_transpose and their gradients:
   conv_forward      im2col + GEMM; also conv_transpose's input gradient
+  few_rows_forward  the same for few output pixels, split over output channels; serial_forward
+                    on one thread for the smallest
   conv_grad_input   gather + GEMM; also conv_transpose's forward
   conv_grad_weight  dy^T . im2col; also conv_transpose's weight gradient (operands swapped)
   direct_*          the same three for groups of very few channels (depthwise)
@@ -19,13 +21,6 @@ from numba import get_thread_id, njit, prange
 
 from .blas import _gemm, _gemm_ab, _one_zero
 from .holes import _epilogue
-
-# Output pixels per thread below which conv_forward reads the weight as stored (_few_rows_forward):
-# rearranging it for the tiled GEMMs would cost as much as the product itself.
-FEW_ROWS = 64
-# Multiply-adds below which a conv of few rows runs on one thread (_serial_forward): a parallel
-# region costs microseconds to start, as long as such a conv takes to compute.
-SERIAL_MACS = 1 << 20
 
 
 @njit(cache=True)
@@ -144,8 +139,9 @@ def _im2col_as_stored(xf, colf, r0, rows, H, W, C, OH, OW, KH, KW, sh, sw, pt, p
 
 
 @njit(cache=True)
-def _serial_forward(x, weight, out, scratch, e, sh, sw, pt, pl, dh, dw):
-    # conv_forward for work too small to share: waking the thread pool costs more than it does.
+def serial_forward(x, weight, out, scratch, e, sh, sw, pt, pl, dh, dw):
+    # conv_forward for work too small to share (ungrouped): waking the thread pool costs more than it
+    # does. The scratch holds the im2col of every output pixel.
     N, H, W, C = x.shape
     OH, OW, Cout = out.shape[1], out.shape[2], out.shape[3]
     KH, KW = weight.shape[2], weight.shape[3]
@@ -160,8 +156,8 @@ def _serial_forward(x, weight, out, scratch, e, sh, sw, pt, pl, dh, dw):
 
 
 @njit(parallel=True, cache=True)
-def _few_rows_forward(x, weight, out, scratch, e, sh, sw, pt, pl, dh, dw, nslots):
-    # conv_forward for few output pixels (a small batch of small images): the im2col of every row,
+def few_rows_forward(x, weight, out, scratch, e, sh, sw, pt, pl, dh, dw, nslots):
+    # conv_forward for few output pixels (a small batch of small images; ungrouped): the im2col of every row,
     # then GEMMs split over blocks of output channels that read the weight as it is stored, so
     # that each thread reads only its share of a large weight and nothing rearranges it first.
     N, H, W, C = x.shape
@@ -194,12 +190,6 @@ def conv_forward(x, weight, out, scratch, e, sh, sw, pt, pl, dh, dw, groups, til
     KH, KW = weight.shape[2], weight.shape[3]
     K = KH * KW * (C // groups)
     total = N * OH * OW
-    if groups == 1 and total <= FEW_ROWS * nslots:
-        if total * K * weight.shape[0] <= SERIAL_MACS:
-            _serial_forward(x, weight, out, scratch, e, sh, sw, pt, pl, dh, dw)
-        else:
-            _few_rows_forward(x, weight, out, scratch, e, sh, sw, pt, pl, dh, dw, nslots)
-        return
     wsize = weight.size
     wm = scratch[:wsize]
     og = weight.shape[0] // groups

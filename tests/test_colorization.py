@@ -56,6 +56,7 @@ def test_the_papers_size_has_the_references_names_and_count():
     assert graph.parameter_count() == sum(p.numel() for p in reference.parameters()) == 32_236_011
 
 
+@pytest.mark.slow  # a whole model, compiled cold in tens of seconds
 def test_a_small_generator_computes_and_trains_as_the_reference():
     bins = ab_bins()
     hyper = {"size": 32, "width": 4, "bins": len(bins), "temperature": 1.0}

@@ -34,6 +34,7 @@ def test_asking_for_cuda_without_a_gpu_or_the_simulator_is_a_clear_error():
     assert "target 'cuda'" in done.stdout
 
 
+@pytest.mark.slow  # a whole model, compiled cold in tens of seconds
 def test_training_steps_give_the_same_losses_and_weights_as_the_cpu():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((4, 1, 28, 28)).astype(np.float32)

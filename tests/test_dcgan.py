@@ -74,6 +74,7 @@ def test_weights_start_as_the_examples_weights_init():
     assert abs(bn.std() - 0.02) < 0.005 and abs(bn.mean() - 1) < 0.005 and not g.params["main.4.bias"].any()
 
 
+@pytest.mark.slow  # a whole model, compiled cold in tens of seconds
 def test_one_training_iteration_equals_pytorchs():
     torch.manual_seed(0)
     hyper = {"nz": 8, "nc": 1, "size": 16}

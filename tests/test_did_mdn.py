@@ -130,6 +130,7 @@ def step_and_compare(net, reference, feeds, torch_loss, lr=0.05):
         np.testing.assert_allclose(net.state_dict()[name], reference.state_dict()[name].numpy(), rtol=1e-4, atol=1e-6, err_msg=name)
 
 
+@pytest.mark.slow  # a whole model, compiled cold in tens of seconds
 def test_the_derain_network_computes_and_trains_as_the_reference():
     net = cnnc.compile("did_mdn", network="derain", size=64, seed=1).train()
     reference = DenseRain()
@@ -148,6 +149,7 @@ def test_the_derain_network_computes_and_trains_as_the_reference():
     step_and_compare(net, reference, feeds, lambda: F.mse_loss(residual, ti - tt) + F.mse_loss(clean, tt))
 
 
+@pytest.mark.slow  # a whole model, compiled cold in tens of seconds
 def test_the_density_classifier_computes_and_trains_as_the_reference():
     net = cnnc.compile("did_mdn", network="density_classifier", size=64, seed=2).train()
     reference = Vgg19ca(24 * 9 * 9)

@@ -63,6 +63,7 @@ def test_lenet_fused_equals_unfused():
     run_model("lenet", 4)
 
 
+@pytest.mark.slow  # a whole model, compiled cold in tens of seconds
 def test_resnet18_cifar_fused_equals_unfused():
     run_model("resnet18_cifar", 2)
 
@@ -91,6 +92,7 @@ network mixed(classes = 5) {
 """
 
 
+@pytest.mark.slow  # a whole model, compiled cold in tens of seconds
 def test_a_model_of_many_fusion_kinds_fused_equals_unfused():
     fused = cnnc.compile(MIXED, seed=3)
     unfused = cnnc.compile(MIXED, seed=3, fuse=False)

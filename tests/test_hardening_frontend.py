@@ -213,7 +213,8 @@ def test_importing_a_file_that_is_not_a_cnn_program_is_refused_before_reading(tm
     secret.write_text("sekrit:hunter2:19000:0:99999:7:::\n")
     for target in ("/proc/self/environ", "/etc/shadow", str(secret)):
         err = load_error(f'import "{target}"\n' + PROGRAM)
-        assert str(err).startswith(f'<string>:1:1: only .cnn files can be imported; "{target}" is not one')
+        assert str(err).startswith('<string>:1:1: only .cnn files can be imported; "')  # a long path is shortened
+        assert f'import "{target}"' in str(err) and '" is not one' in str(err)
         assert "hunter2" not in str(err)
 
 

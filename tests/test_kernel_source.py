@@ -223,3 +223,32 @@ def test_a_bound_name_is_found_in_any_file_of_the_module(tree):
     assert "_epilogue = run_stage\n" in text and "def run_stage" in text
     with pytest.raises(KernelSourceError, match="bound to nowhere, which none of the module's files defines"):
         assemble("cpu", [("fam", ["first"])], bind={"_epilogue": "nowhere"}, root=tree)
+
+
+def test_what_reads_no_hole_is_a_module_of_its_own(tree):
+    layers = source.assemble_layers("cpu", [("fam", ["first"])], provide={"_epilogue": EPILOGUE}, root=tree)
+    assert defined(layers.core) == ["SCALE", "_helper"]
+    assert defined(layers.rest) == ["first", "_epilogue"] and layers.names == ("_helper",)
+    assert "import math" in layers.core and "import math" not in layers.rest  # each keeps the imports it reads
+    other = source.assemble_layers("cpu", [("fam", ["first"])], provide={"_epilogue": EPILOGUE.replace("1.0", "2.0")},
+                                   root=tree)
+    assert other.core == layers.core and other.rest != layers.rest
+    whole = source.assemble_layers("cpu", [("fam", ["second"])], root=tree)  # no hole: one module
+    assert whole.core == "" and whole.rest == assemble("cpu", [("fam", ["second"])], root=tree)
+
+
+def test_kernel_variants_share_their_core_and_a_fused_batchnorm_imports_its_stage():
+    from cnnc.backend.chain import Chain
+    from cnnc.backend.cpu.kernel import module_texts
+    from cnnc.kernels import Kernel
+
+    relu = Chain(lines=["v0 = o[i]", "v_1 = 0.0 if v0 < 0 else v0", "o[i] = v_1"], target="v_1", reads_target=True)
+    plain, fused = module_texts(Kernel("conv", "conv_forward")), module_texts(Kernel("conv", "conv_forward", epilogue=relu))
+    assert len(plain) == len(fused) == 2 and plain[0] == fused[0] and plain[1] != fused[1]
+    assert "def _im2col" in plain[0][1] and "def conv_forward" not in plain[0][1]
+    assert f"from cnnc_kernels.k_{plain[0][0]} import " in plain[1][1]
+    # A chain that stores nothing is no epilogue: the same module as none.
+    assert module_texts(Kernel("conv", "conv_forward", epilogue=Chain(lines=["v0 = o[i]"]))) == plain
+    bn = module_texts(Kernel("norm", "fused_batchnorm", post=relu, stage=Kernel("conv", "conv_forward", epilogue=relu)))
+    assert fused[-1] in bn and "def conv_forward" not in bn[-1][1]
+    assert f"from cnnc_kernels.k_{fused[-1][0]} import conv_forward as _stage" in bn[-1][1]

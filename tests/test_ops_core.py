@@ -61,6 +61,13 @@ def test_broadcasting(shape):
           lambda i, p: (i["x"] + i["y"]) * i["y"])
 
 
+@pytest.mark.parametrize("x_shape, y_shape", [("[3, 1, 5]", "[1, 4, 1]"), ("[6]", "[1]"), ("[2, 1, 3]", "[1, 4, 1]")])
+def test_broadcasting_both_ways_and_subtracting(x_shape, y_shape):
+    # Both inputs broadcast (each along its own axes), over ranks 2, 3 and 4 (an image, stored NHWC).
+    check(net("x - y -> z: mul(y)", f"input x: {x_shape}\n    input y: {y_shape}"),
+          lambda i, p: (i["x"] - i["y"]) * i["y"])
+
+
 def test_value_used_twice_sums_its_gradients():
     check(net("a = sigmoid\n    b = x -> tanh\n    a * b + a"), lambda i, p: torch.sigmoid(i["x"]) * torch.tanh(i["x"]) + torch.sigmoid(i["x"]))
 

@@ -152,17 +152,13 @@ def _batchnorm(graph: Graph, group, target: Target) -> Lowered:
         post.operands.append(Value(bn.name))
     weight, bias = ("weight", "bias") if bn.attrs["affine"] else ("running_var", "running_mean")
     p = lambda local: NodeParam(bn.name, local)  # noqa: E731
-    if stage is None:
-        stage_args, bind, extra, epilogue = Pack(()), (("_stage", "_no_stage"),), (), None
-    else:
-        # The stage's specs are relative to its node; the fused kernel's are absolute.
-        stage_args = Pack(tuple(absolute_spec(graph, arg, owner, stage_out, stage.epilogue) for arg in stage.args))
-        bind = (("_stage", stage.entry), *stage.bind)
-        extra = ((stage.family, (stage.entry,)), *stage.extra)
-        epilogue = stage.epilogue
+    # The stage's specs are relative to its node; the fused kernel's are absolute.
+    stage_args = Pack(() if stage is None else
+                      tuple(absolute_spec(graph, arg, owner, stage_out, stage.epilogue) for arg in stage.args))
     args = (stage_args, Value(x), p(weight), p(bias), p("running_mean"), p("running_var"), TRAINING,
             Value(group.end), post.pack(), c, bn.attrs["eps"], bn.attrs["momentum"], bn.attrs["affine"], loop_block(c))
-    kernel = Kernel("norm", "fused_batchnorm", args, epilogue=epilogue, post=post, bind=bind, extra=extra)
+    bind = (("_stage", "_no_stage"),) if stage is None else ()
+    kernel = Kernel("norm", "fused_batchnorm", args, post=post, bind=bind, stage=stage)
     return Lowered(group, kernel, owner, stage_out)
 
 

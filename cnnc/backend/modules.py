@@ -19,6 +19,7 @@ from typing import Any
 from ..errors import CnncError
 from . import cache
 
+PACKAGE = "cnnc_kernels"  # generated modules are imported as cnnc_kernels.k_<name>, and import each other so
 _modules: dict[tuple[Path, str], Any] = {}
 _lock = threading.Lock()
 
@@ -55,7 +56,7 @@ def _write(folder: Path, name: str, text: str) -> Path:
 def _import(path: Path, name: str, text: str):
     # The Python run is `text` itself, never the file read back; Numba only needs the file to
     # exist, for its cache index. Its machine code is loaded only if its recorded hash matches.
-    module_name = f"cnnc_kernels.k_{name}"
+    module_name = f"{PACKAGE}.k_{name}"
     module = types.ModuleType(module_name)
     module.__file__ = str(path)
     sys.modules[module_name] = module

@@ -117,6 +117,8 @@ class Kernel:
     post:     the chain of a fused batchnorm's normalizing pass (the hole `_post`).
     bind:     (hole, definition) pairs: which function of the files fills a hole of this entry.
     extra:    more (family, entries) pairs the module must hold (what a bound hole calls).
+    stage:    a kernel whose entry fills the hole `_stage` (what a fused batchnorm normalizes is
+              computed first by it), with its own epilogue and holes.
     """
 
     family: str
@@ -126,3 +128,4 @@ class Kernel:
     post: Any = None
     bind: tuple[tuple[str, str], ...] = ()
     extra: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    stage: Kernel | None = None

@@ -174,7 +174,7 @@ class _Assembly:
         self.used_holes: set[str] = set()
         for hole, text in provide.items():
             generated = parse(text, f"generated {hole}")
-            if hole not in generated.definitions:
+            if hole not in generated.definitions and hole not in generated.imports:
                 raise KernelSourceError(f"the source given for {hole} does not define it")
             self.filled[hole] = generated
         for hole, name in bind.items():
@@ -226,6 +226,8 @@ class _Assembly:
         if filling is None:
             raise KernelSourceError(f"{home.origin} needs the hole {hole}, and the lowering did not fill it")
         if isinstance(filling, KernelFile):
+            if hole in filling.imports:  # filled by a function of another generated module
+                self._import(hole, filling.imports[hole])
             scope = _within(filling, home)
             for definition in filling.definitions.values():
                 self._define(definition, scope)
@@ -239,12 +241,30 @@ class _Assembly:
                                                False, given_reads=frozenset([filling]))
                 self.take(filling, owner)
 
-    def text(self) -> str:
+    def check_filled(self) -> None:
         unused = set(self.filled) - self.used_holes
         if unused:
             raise KernelSourceError(f"filled {', '.join(sorted(unused))}, which no kernel of this module reads")
-        out = sorted(set(self.imports.values()), key=lambda line: (not line.startswith("import "), line))
-        return "\n".join(out) + "\n\n\n" + "\n\n".join(d.text for d in _in_order(self.chosen))
+
+    def text(self, chosen: Mapping[str, Definition] | None = None) -> str:
+        """The module of `chosen` (default: everything taken), with the imports its definitions read."""
+        chosen = self.chosen if chosen is None else chosen
+        needed = set().union(*(d.reads | d.eager for d in chosen.values()))
+        out = sorted({line for name, line in self.imports.items() if name in needed},
+                     key=lambda line: (not line.startswith("import "), line))
+        return "\n".join(out) + "\n\n\n" + "\n\n".join(d.text for d in _in_order(chosen))
+
+    def reading_holes(self) -> set[str]:
+        """The names that are holes, generated, or read such a name, directly or through others."""
+        tainted = set(self.used_holes) | {n for n, d in self.chosen.items() if d.origin.startswith("generated")}
+        grew = True
+        while grew:
+            grew = False
+            for name, d in self.chosen.items():
+                if name not in tainted and (d.reads | d.eager) & tainted:
+                    tainted.add(name)
+                    grew = True
+        return tainted
 
 
 def _within(generated: KernelFile, home: KernelFile) -> KernelFile:
@@ -293,16 +313,50 @@ def assemble(
     root:     the folder of the kernel files (tests use their own).
     """
     # A model asks for the same module many times (one conv kernel per layer of a shape): answer those once.
-    return _assemble(target, tuple((family, tuple(entries)) for family, entries in parts), _items(provide), _items(bind),
-                     _items(defaults), root)
+    return _assemble(*_request(target, parts, provide, bind, defaults, root))
+
+
+def _request(target, parts, provide=None, bind=None, defaults=None, root=FOLDER) -> tuple:
+    """assemble's arguments as a key of the caches below."""
+    return (target, tuple((family, tuple(entries)) for family, entries in parts), _items(provide), _items(bind),
+            _items(defaults), root)
 
 
 def _items(mapping: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((mapping or {}).items()))
 
 
+@dataclass(frozen=True)
+class Layers:
+    """A module split in two: `core`, the definitions that read no hole (directly or through others), and
+    `rest`, which imports `names` from it. The core's text is the same whatever fills the holes, so every
+    variant of a kernel (one per fused chain) shares one compile of it. No core: `core` is empty."""
+
+    core: str
+    names: tuple[str, ...]
+    rest: str
+
+
+def assemble_layers(target: str, parts: Iterable[tuple[str, Sequence[str]]], **fillings) -> Layers:
+    """`assemble` (the same arguments), split into the module of what needs no hole and the module of the
+    rest (see Layers). The rest reads the core's names as globals: the caller puts their import at its head."""
+    assembly = _assembly(*_request(target, parts, **fillings))
+    tainted = assembly.reading_holes()
+    core = {n: d for n, d in assembly.chosen.items() if n not in tainted}
+    rest = {n: d for n, d in assembly.chosen.items() if n in tainted}
+    if not core or not rest:
+        return Layers("", (), assembly.text())
+    names = set().union(*(d.reads | d.eager for d in rest.values())) & core.keys()
+    return Layers(assembly.text(core), tuple(sorted(names)), assembly.text(rest))
+
+
 @functools.lru_cache(maxsize=4096)
 def _assemble(target: str, parts: tuple, provide: tuple, bind: tuple, defaults: tuple, root: Path) -> str:
+    return _assembly(target, parts, provide, bind, defaults, root).text()
+
+
+@functools.lru_cache(maxsize=4096)
+def _assembly(target: str, parts: tuple, provide: tuple, bind: tuple, defaults: tuple, root: Path) -> _Assembly:
     assembly = _Assembly(target, dict(provide), dict(bind), dict(defaults), root)
     parts = [(family, entries, kernel_file(target, family, root)) for family, entries in parts]
     assembly.files = [home for _, _, home in parts]
@@ -311,4 +365,5 @@ def _assemble(target: str, parts: tuple, provide: tuple, bind: tuple, defaults: 
             if entry not in home.definitions:
                 raise KernelSourceError(f"{target}/{family}.py defines no {entry}")
             assembly.take(entry, home)
-    return assembly.text()
+    assembly.check_filled()
+    return assembly

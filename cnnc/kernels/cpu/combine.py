@@ -4,20 +4,50 @@ import numpy as np
 from numba import njit, prange
 
 
-# Two inputs of equal rank whose shapes differ (equal shapes are an elementwise loop): NumPy broadcasts.
+# Two inputs of equal rank whose shapes differ (equal shapes are an elementwise loop). One kernel
+# for the three ops (`op`: 0 add, 1 subtract, 2 multiply) and every rank: NumPy's broadcasting
+# ufuncs cost Numba about a second to compile for each op, rank and dtype.
 @njit(cache=True)
-def broadcast_add(x0, x1, out):
-    np.add(x0, x1, out)
+def _broadcast_strides(x, out):
+    # Element strides of the C-contiguous x over out's axes: 0 along the axes it is broadcast on.
+    st = np.zeros(out.ndim, np.int64)
+    s = 1
+    for ax in range(out.ndim - 1, -1, -1):
+        if x.shape[ax] != 1:
+            st[ax] = s
+        s *= x.shape[ax]
+    return st
 
 
 @njit(cache=True)
-def broadcast_sub(x0, x1, out):
-    np.subtract(x0, x1, out)
-
-
-@njit(cache=True)
-def broadcast_mul(x0, x1, out):
-    np.multiply(x0, x1, out)
+def broadcast(x0, x1, out, op):
+    nd = out.ndim
+    s0 = _broadcast_strides(x0, out)
+    s1 = _broadcast_strides(x1, out)
+    inner = out.shape[nd - 1]
+    a = x0.reshape(x0.size)
+    b = x1.reshape(x1.size)
+    o = out.reshape(out.size)
+    j0, j1 = s0[nd - 1], s1[nd - 1]
+    for r in range(out.size // inner if inner > 0 else 0):
+        p0 = 0
+        p1 = 0
+        rest = r
+        for ax in range(nd - 2, -1, -1):  # the row's index along each outer axis
+            k = rest % out.shape[ax]
+            rest //= out.shape[ax]
+            p0 += k * s0[ax]
+            p1 += k * s1[ax]
+        base = r * inner
+        if op == 0:
+            for j in range(inner):
+                o[base + j] = a[p0 + j * j0] + b[p1 + j * j1]
+        elif op == 1:
+            for j in range(inner):
+                o[base + j] = a[p0 + j * j0] - b[p1 + j * j1]
+        else:
+            for j in range(inner):
+                o[base + j] = a[p0 + j * j0] * b[p1 + j * j1]
 
 
 @njit(cache=True)

@@ -174,7 +174,7 @@ class _Assembly:
         self.used_holes: set[str] = set()
         for hole, text in provide.items():
             generated = parse(text, f"generated {hole}")
-            if hole not in generated.definitions and hole not in generated.imports:
+            if hole not in generated.definitions:
                 raise KernelSourceError(f"the source given for {hole} does not define it")
             self.filled[hole] = generated
         for hole, name in bind.items():
@@ -226,8 +226,6 @@ class _Assembly:
         if filling is None:
             raise KernelSourceError(f"{home.origin} needs the hole {hole}, and the lowering did not fill it")
         if isinstance(filling, KernelFile):
-            if hole in filling.imports:  # filled by a function of another generated module
-                self._import(hole, filling.imports[hole])
             scope = _within(filling, home)
             for definition in filling.definitions.values():
                 self._define(definition, scope)

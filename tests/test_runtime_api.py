@@ -74,7 +74,7 @@ def test_training_mode_runs_update_only_the_statistics_they_use(two_heads):
 
 def test_params_chooses_the_gradients(two_heads):
     net = two_heads.eval()
-    x, t = {"x": rand(2, 3, 6, 6), "y": rand(2, 4, seed=1)}, rand(2, 4, seed=2)  # a training step runs the whole forward
+    x, t = {"x": rand(2, 3, 6, 6), "y": rand(2, 4, seed=1)}, rand(2, 4, seed=2)  # `y` feeds a batchnorm, whose statistics a step moves
     loss, everything = net.grad(x, t, loss="mse", output="out", inputs=["x"])
     assert list(everything) == [*net.trainable, "x"]
     for name in ("side.0.weight", "side.bn.weight"):  # `out` does not depend on them: zero, whatever ran before
@@ -98,6 +98,29 @@ def test_a_parameter_the_loss_does_not_reach_gets_a_zero_gradient_not_a_stale_on
     net.grad({"x": x, "y": y}, rand(2, 2, seed=3), loss="mse", output="other")  # fills side.*'s gradients
     _, grads = net.grad({"x": x, "y": y}, rand(2, 4, seed=3), loss="mse", output="out")
     assert not grads["side.0.weight"].any() and grads["fc.weight"].any()
+
+
+def test_a_training_step_computes_only_what_its_loss_and_the_statistics_need():
+    net = cnnc.compile("""network n {
+        input x: [4]
+        input y: [3]
+        out = x -> fc: dense(2)
+        output out
+        output probs = y -> dense(3) -> softmax
+        input t: [2]
+        output loss = mse(out, t)
+    }""", seed=1)
+    x, t = rand(2, 4), rand(2, 2, seed=1)
+    loss, grads = net.grad({"x": x, "t": t}, loss=None, output="loss")  # `y` feeds only `probs`: not needed
+    with torch.no_grad():
+        want = F.mse_loss(torch.tensor(x) @ torch.tensor(net.params["fc.weight"]).T + torch.tensor(net.params["fc.bias"]),
+                          torch.tensor(t))
+    assert abs(loss - want.item()) < 1e-6
+    assert not grads["dense.weight"].any() and grads["fc.weight"].any()
+    net.trainer(loss=None, output="loss").step({"x": x, "t": t}, None)
+    for kind in (("own", "loss", (), None), ("grad", "mse", "out", (), None)):
+        ops = {node.op.name for node in net.scheduled(kind, True).graph.nodes()}
+        assert "softmax" not in ops and "mse" in ops, (kind, ops)
 
 
 def test_vjp_equals_the_gradient_of_the_seeded_sum(two_heads):

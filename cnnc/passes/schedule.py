@@ -119,12 +119,14 @@ def in_order(graph: Graph, groups: list[Group], order: dict[str, int] | None = N
 
 
 def materialized(graph: Graph, group: Group, kept_values: set[str] | None = None) -> list[str]:
-    """Members whose values are read outside the group (or by the caller); `kept_values`: `kept(graph)`."""
+    """Members whose values are read outside the group (or by the caller), and the group's end, which
+    its kernel writes even when nothing reads it (a batchnorm kept for its statistics); `kept_values`:
+    `kept(graph)`."""
     members = set(group.nodes)
     kept_values = kept(graph) if kept_values is None else kept_values
     out = []
     for name in group.nodes:
-        if name in kept_values or any(c.name not in members for c in graph.consumers(name)):
+        if name in kept_values or name == group.end or any(c.name not in members for c in graph.consumers(name)):
             out.append(name)
     if group.kind == "batchnorm":  # the normalizing pass reads the statistics' input again
         x = graph[group.tail].inputs[0]

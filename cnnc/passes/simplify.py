@@ -35,7 +35,7 @@ def eliminate_dead_code(graph: Graph) -> Graph:
 
 def _dead_code(g: Graph) -> bool:
     roots = {*g.outputs.values(), *g.grads.values(), *g.input_grads.values()}
-    roots |= {node.name for node in g.nodes() if _updates_buffers(g, node)}
+    roots |= {node.name for node in g.nodes() if updates_buffers(g, node)}
     live = upstream(g, roots)
     # A dead node's consumers are dead too, so they can all go at once.
     dead = [node.name for node in g.nodes() if node.name not in live and not node.op.placeholder]
@@ -43,7 +43,7 @@ def _dead_code(g: Graph) -> bool:
     return bool(dead)
 
 
-def _updates_buffers(graph: Graph, node: Node) -> bool:
+def updates_buffers(graph: Graph, node: Node) -> bool:
     return any(spec is not None and spec.kind == "buffer" for spec in map(graph.params.get, node.params.values()))
 
 
@@ -144,7 +144,7 @@ def _merge_common(g: Graph) -> bool:
     # parameters' gradients stay two nodes even when they compute the same value.
     gradients = set(g.grads.values()) | set(g.input_grads.values())
     for node in g.nodes():  # consumers' input lists are updated in place as duplicates go
-        if node.op.placeholder or node.op.random or _updates_buffers(g, node) or node.name in gradients:
+        if node.op.placeholder or node.op.random or updates_buffers(g, node) or node.name in gradients:
             continue
         key = (node.op.name, _frozen(node.attrs), tuple(node.inputs), _frozen(node.params), node.type)
         kept = first.setdefault(key, node.name)

@@ -71,28 +71,29 @@ def training_graph(
     """The differentiated graph of a training step: (graph, target input name or None, loss node).
 
     `loss` applied to `output` against a new `target` input; with `loss=None` the network's own
-    scalar output `output` is the loss. `wrt`: inputs whose gradients are wanted too; `params`: the
+    scalar output `output` is the loss. Only what the loss needs is computed, and every batchnorm
+    (whose statistics move). `wrt`: inputs whose gradients are wanted too; `params`: the
     parameters differentiated (None: every one that trains).
     """
     from ..passes.autodiff import differentiate
 
     if loss is None:
         node = graph.outputs[output]
-        return differentiate(graph, node, wrt, params), None, node
+        return differentiate(select_outputs(graph, (output,), statistics=True), node, wrt, params), None, node
     g, target, node = with_loss(graph, loss, output)
-    return differentiate(g, node, wrt, params), target, node
+    return differentiate(select_outputs(g, ("loss",), statistics=True), node, wrt, params), target, node
 
 
 def seeded_graph(
     graph: Graph, outputs: tuple[str, ...], wrt: tuple[str, ...] = (), params: tuple[str, ...] | None = None,
 ) -> tuple[Graph, dict[str, str]]:
     """The graph of a seeded backward: an input per output in `outputs` holding its given gradient,
-    differentiated from those. Returns (graph, {output name: its seed input's name}). The forward is the
-    whole network's, as in a training step (a batchnorm on another output's path still updates its
-    statistics, as PyTorch's forward would)."""
+    differentiated from those. Returns (graph, {output name: its seed input's name}). As in a training
+    step, the forward computes what the seeded outputs need, and a batchnorm on another output's path
+    still updates its statistics, as PyTorch's forward of the whole network would."""
     from ..passes.autodiff import differentiate
 
-    g = graph.copy()
+    g = select_outputs(graph, outputs, statistics=True)
     seeds = {}
     for output in outputs:
         node = g[g.outputs[output]]
@@ -106,14 +107,20 @@ def seeded_graph(
     return d, seeds
 
 
-def select_outputs(graph: Graph, outputs: tuple[str, ...]) -> Graph:
+def select_outputs(graph: Graph, outputs: tuple[str, ...], statistics: bool = False) -> Graph:
     """A copy of the graph computing only `outputs`: the layers and inputs they do not need are gone
-    (parameters stay declared, so the model's arenas keep their layout)."""
+    (parameters stay declared, so the model's arenas keep their layout). `statistics`: batchnorms
+    stay wherever they are, with what they read, so that a training step moves every statistic as
+    the whole network's forward would; a forward asked for some outputs moves only theirs."""
     from ..passes.rewrite import upstream
+    from ..passes.simplify import updates_buffers
 
     g = graph.copy()
     g.outputs = {name: graph.outputs[name] for name in outputs}
-    keep = upstream(g, set(g.outputs.values()))
+    roots = set(g.outputs.values())
+    if statistics:
+        roots |= {node.name for node in g.nodes() if updates_buffers(g, node)}
+    keep = upstream(g, roots)
     g.nx.remove_nodes_from([name for name in list(g.nx.nodes) if name not in keep])
     g.inputs = {name: node for name, node in graph.inputs.items() if node in keep}
     return g

@@ -11,13 +11,23 @@ from ..shared.loss import line_start, pointwise_grad, pointwise_term, swapped, w
 
 
 @njit(cache=True)
-def _max_and_sum_exp(x, base, C, inner):
-    m = -np.inf
-    for j in range(C):
+def _max_and_sum_exp(x, base, C, inner, e, keep):
+    # The row's max and sum of exp(x - max), in the logits' own precision (float32 logits take
+    # float32 exps, half the cost) with a float64 sum; `keep`: each exp also stored in e (the
+    # gradient's buffer), so the gradient needs no second exp.
+    m = x[base]
+    for j in range(1, C):
         m = max(m, x[base + j * inner])
     s = 0.0
-    for j in range(C):
-        s += math.exp(x[base + j * inner] - m)
+    if keep:
+        for j in range(C):
+            i = base + j * inner
+            v = math.exp(x[i] - m)
+            e[i] = v
+            s += v
+    else:
+        for j in range(C):
+            s += math.exp(x[base + j * inner] - m)
     return m, s
 
 
@@ -63,7 +73,7 @@ def cross_entropy_with_grad(x, t, weight, dy, out, g, ignore, C, inner, per, lab
                 losses[r] = np.nan
                 _fill_row(g, base, C, inner, k, wrt, np.nan)
                 continue
-        m, s = _max_and_sum_exp(x, base, C, inner)
+        m, s = _max_and_sum_exp(x, base, C, inner, g, wrt == 0)
         lse = m + math.log(s)
         tsum = 1.0
         if soft:
@@ -78,10 +88,11 @@ def cross_entropy_with_grad(x, t, weight, dy, out, g, ignore, C, inner, per, lab
         w = weight_at(weight, k)
         losses[r] = w * ce
         ws = w * scale
-        if wrt == 0:  # (softmax * sum(t) - t) * w * scale
+        if wrt == 0:  # (softmax * sum(t) - t) * w * scale; g holds the exps
+            f = tsum / s
             for j in range(C):
                 i = base + j * inner
-                v = math.exp(x[i] - m) / s * tsum
+                v = g[i] * f
                 g[i] = (v - t[i] if soft else v) * ws
             if not soft:
                 g[base + label * inner] -= ws

@@ -1,4 +1,4 @@
-"""CUDA kernels of dense over the last axis of any rank and of dropout2d against the CPU's (CUDA simulator).
+"""CUDA kernels of dense over the last axis of any rank (an image's among them) and of dropout2d against the CPU's (CUDA simulator).
 
 Shapes are tiny: the simulator runs each GPU thread as a Python thread.
 """
@@ -18,6 +18,10 @@ DENSE_RANK = {
                 " y = x -> dense(5) -> relu -> dense(2, bias=false)\n output loss = mse(y, t)\n}",
     # [A, B, C, F]: a tile's K is the 18 features, more than a GEMM tile
     "rank5": "network n {\n input x: [2, 1, 2, 18]\n input t: [2, 1, 2, 3]\n y = x -> dense(3) -> tanh\n"
+             " output loss = mse(y, t)\n}",
+    # An image [C, H, W]: over its width (stored second to last), the bias along the units and a
+    # per-channel prelu in the epilogue along the image's channels
+    "image": "network n {\n input x: [3, 2, 4]\n input t: [3, 2, 2]\n y = x -> dense(5) -> prelu -> dense(2, bias=false)\n"
              " output loss = mse(y, t)\n}",
 }
 

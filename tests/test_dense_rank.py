@@ -1,6 +1,6 @@
 """dense over the last axis of any rank (PyTorch's nn.Linear): forward, input, weight and bias gradients
 against PyTorch and finite differences; the bias and activation epilogue fused as unfused; the costs and
-initialization; and the refusal of images, whose last axis is not stored last."""
+initialization; and images, whose last axis (the width) is not the last one stored."""
 
 import numpy as np
 import pytest
@@ -33,14 +33,34 @@ def test_dense_on_the_last_axis_matches_torch_and_finite_differences(inputs, bod
     check(net(inputs, body), reference, batch=2)
 
 
-def test_the_recipe_the_refusal_of_images_gives_is_linear_on_the_last_axis():
-    # [A, B, F] is an image [C, H, W] (stored channels-last): dense refuses it and says what to write.
-    with pytest.raises(cnnc.CnncError) as info:
-        cnnc.load(net("[4, 2, 3]", "fc: dense(5)"))
-    message = info.value.message
-    assert message == ("dense expects [features] or [..., features] input, got the image [4, 2, 3] (stored channels-last); "
-                       "add flatten before it, or apply it to the last axis as reshape([8, 3]) -> dense(5) -> reshape([4, 2, 5]) (in fc)")
-    check(net("[4, 2, 3]", "reshape([8, 3]) -> fc: dense(5) -> reshape([4, 2, 5])"), linear("fc"), batch=2)
+def batchnorm(y, p, name):
+    c = y.shape[1]
+    return F.batch_norm(y, torch.zeros(c, dtype=y.dtype), torch.ones(c, dtype=y.dtype), p[f"{name}.weight"], p[f"{name}.bias"],
+                        training=True)
+
+
+@pytest.mark.parametrize("body, reference", [
+    ("fc: dense(5)", linear("fc")),
+    ("fc: dense(5, bias=false)", linear("fc")),
+    # a per-channel epilogue reads the image's channels, not the units the bias lies along
+    ("fc: dense(3) -> p: prelu", lambda i, p: F.prelu(linear("fc")(i, p), p["p.weight"])),
+    # a batchnorm (over the channels) normalizing the dense's value, which runs as its stage
+    ("fc: dense(3) -> b: batchnorm -> relu", lambda i, p: torch.relu(batchnorm(linear("fc")(i, p), p, "b"))),
+    ("fc: dense(6) -> g: dense(3)", lambda i, p: F.linear(linear("fc")(i, p), p["g.weight"], p["g.bias"])),
+], ids=["bias", "no-bias", "prelu", "batchnorm", "twice"])
+def test_dense_over_an_image_is_linear_on_its_width(body, reference):
+    # [C, H, W] is stored channels-last, [N, H, W, C]: the width is not the last stored axis.
+    check(net("[4, 2, 3]", body), reference, batch=3)
+
+
+def test_dense_over_an_image_keeps_an_image_and_its_kernels_their_layout():
+    g = cnnc.load(net("[4, 2, 3]", "fc: dense(5)"))
+    y = g.output_types()["y"]
+    assert y.shape == (cnnc.BATCH, 4, 2, 5) and y.image  # still stored channels-last
+    node = g["fc"]
+    kernel = node.op.cpu(node.attrs, node.type, g["x"].type)
+    assert kernel.entry == "dense_image_bias"  # the bias lies along the units: the kernel adds it
+    assert not node.op.bias_in_epilogue(node.attrs, g["x"].type)
 
 
 def test_dense_refuses_a_value_without_a_features_axis():

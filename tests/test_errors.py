@@ -79,10 +79,9 @@ GOLDEN = {
         'network n {\n    input x: [64, 32, 32]\n    a = conv(64, kernel=3, pad=1)\n    b = x -> conv(128, kernel=3, stride=2, pad=1)\n    a + b\n}\n',
         '<string>:5:5: add: [64, 32, 32] and [128, 16, 16] differ\n        a + b\n        ^',
     ),
-    "shape_dense_needs_flatten": (
-        'network n {\n    input x: [16, 5, 5]\n    fc: dense(10)\n}\n',
-        '<string>:3:9: dense expects [features] or [..., features] input, got the image [16, 5, 5] (stored channels-last); add flatten '
-        'before it, or apply it to the last axis as reshape([80, 5]) -> dense(10) -> reshape([16, 5, 10]) (in fc)\n        fc: dense(10)\n            ^',
+    "shape_dense_needs_features": (
+        'network n {\n    input a: [3]\n    input b: [3]\n    y = mse(a, b)\n    fc: dense(10)\n}\n',
+        '<string>:5:9: dense expects [features] or [..., features] input, got [] (in fc)\n        fc: dense(10)\n            ^',
     ),
     "shape_kernel_too_big": (
         'network n {\n    input x: [3, 4, 4]\n    conv(8, kernel=7)\n}\n',

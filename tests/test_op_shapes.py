@@ -229,15 +229,14 @@ def conv_transpose_case(draw):
 @st.composite
 def dense_case(draw):
     features, units, bias = draw(st.integers(1, 8)), draw(st.integers(1, 5)), draw(maybe(st.booleans()))
-    leading = draw(st.sampled_from([(), (), (3,), (2, 1, 3), (2, 3)]))  # [2, 3, features]: an image
+    leading = draw(st.sampled_from([(), (), (3,), (2, 1, 3), (2, 3)]))  # [2, 3, features]: an image, over its width
+    dtype = draw(st.sampled_from(["float32"] * 4 + ["int64"]))  # integers: refused by both
     line = "l: " + call("dense", units, bias=bias)
 
     def linear(x):
-        if x.dim() == 4:  # cnnc stores images channels-last and refuses dense over their last axis
-            raise ValueError("dense over the last axis of an image: reshape it first")
         return apply(nn.Linear(features, units, **kw(bias=bias)), x)
 
-    return Case(floats(x=(*leading, features)), line, linear)
+    return Case({"x": (dtype, (*leading, features))}, line, linear)
 
 
 @st.composite
@@ -729,7 +728,7 @@ ERRORS = {
     "conv": ("input x: [3, 4, 4]\nx -> conv(8, kernel=7)", "conv(", ["kernel [7, 7]", "[3, 4, 4]"]),
     "conv_transpose": ("input x: [2, 1, 1]\nup: conv_transpose(4, kernel=1, pad=1)", "conv_transpose(",
                        ["padding [1, 1]", "[2, 1, 1]", "(in up)"]),
-    "dense": ("input x: [16, 5, 5]\nfc: dense(10)", "dense(", ["[features]", "[16, 5, 5]", "(in fc)"]),
+    "dense": ("input a: [3]\ninput b: [3]\nmse(a, b) -> fc: dense(10)", "dense(", ["[features]", "got []", "(in fc)"]),
     "maxpool": ("input x: [3, 4, 4]\nrelu -> maxpool(5)", "maxpool(", ["window [5, 5]", "[3, 4, 4]"]),
     "avgpool": ("input x: [3, 4, 4]\navgpool([2, 6])", "avgpool(", ["window [2, 6]", "[3, 4, 4]"]),
     "global_avgpool": ("input x: [8]\nglobal_avgpool", "global_avgpool", ["[channels, height, width]", "[8]"]),

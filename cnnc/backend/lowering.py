@@ -77,7 +77,9 @@ def loop_block(channels: int) -> int:
 
 
 def has_bias(graph: Graph, name: str) -> bool:
-    return graph[name].attrs.get("bias") is True
+    """Whether node `name`'s epilogue starts by adding its bias."""
+    node = graph[name]
+    return node.op.bias_in_epilogue(node.attrs, *(graph[i].type for i in node.inputs))
 
 
 def is_expression(graph: Graph, name: str) -> bool:

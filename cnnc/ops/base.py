@@ -292,6 +292,11 @@ class Op:
         """Whether the op's value is its first input, unchanged (a reshape to the same type, dropout in eval)."""
         return False
 
+    def bias_in_epilogue(self, a: Attrs, *xs: TensorType) -> bool:
+        """Whether the lowering adds the op's bias (one per element of the last physical axis) in its
+        epilogue; an op whose bias lies along another axis adds it in its own kernel."""
+        return a.get("bias") is True
+
     def fold(self, a: Attrs, values: list[float]) -> float | None:
         """The op's value when every input is a constant holding `values`, or None when it cannot say."""
         return None

@@ -75,7 +75,7 @@ class _Backward:
         op = REGISTRY[op_name]
         self.counter += 1
         name = f"{forward.name}.grad{self.counter}:{op_name}"
-        bound = Attrs(attrs)
+        bound = Attrs({**{a.name: a.default for a in op.attrs if not a.required}, **attrs})
         out = op.infer(bound, *(self.graph[i].type for i in inputs))
         self.graph.add(Node(name, op, bound, list(inputs), out, dict(params), forward.loc, forward.name))
         return name

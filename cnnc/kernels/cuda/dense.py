@@ -55,16 +55,21 @@ def _dense_gemm_tiled(a, sam, sak, b, sbk, sbn, o, e, M, N, K):
 
 
 @cuda.jit(cache=True)
-def _dense_small_k(a, sam, sak, b, sbk, sbn, o, e, M, N, K):
+def _dense_small_k(a, sab, sam, sak, b, sbb, sbk, sbn, bias, o, e, B, M, N, K):
     # K shorter than a tile (a weight gradient at a small batch): staging through shared memory
     # would mostly move zeros, so a thread per output sums its few products from global memory
-    # (consecutive threads take consecutive n: the stores coalesce).
-    for i in range(cuda.grid(1), M * N, cuda.gridsize(1)):
-        m = i // N
-        n = i - m * N
+    # (consecutive threads take consecutive n: the stores coalesce). It also runs B GEMMs at once,
+    # the z-th reading its operands from z * sab and z * sbb and writing the z-th M x N block of o,
+    # with a bias per row m where `bias` holds one (dense over the rows of pixels of an image).
+    for i in range(cuda.grid(1), B * M * N, cuda.gridsize(1)):
+        z = i // (M * N)
+        m = (i - z * M * N) // N
+        n = i - z * M * N - m * N
         acc = DTYPE(0)
         for k in range(K):
-            acc += a[m * sam + k * sak] * b[k * sbk + n * sbn]
+            acc += a[z * sab + m * sam + k * sak] * b[z * sbb + k * sbk + n * sbn]
+        if bias.size > 0:
+            acc += bias[m]
         _epilogue(o, i, n, acc, e)
 
 
@@ -74,11 +79,11 @@ def _tiles(n):
 
 
 def _dense_gemm(a, sam, sak, b, sbk, sbn, o, e, M, N, K):
-    args = (a.reshape(a.size), sam, sak, b.reshape(b.size), sbk, sbn, o.reshape(o.size), e, M, N, K)
+    a, b, o = a.reshape(a.size), b.reshape(b.size), o.reshape(o.size)
     if K < GEMM_TILE:
-        _dense_small_k[blocks(M * N), THREADS](*args)
+        _dense_small_k[blocks(M * N), THREADS](a, 0, sam, sak, b, 0, sbk, sbn, o[:0], o, e, 1, M, N, K)
         return
-    _dense_gemm_tiled[(_tiles(M), _tiles(N)), (GEMM_TILE, GEMM_TILE)](*args)
+    _dense_gemm_tiled[(_tiles(M), _tiles(N)), (GEMM_TILE, GEMM_TILE)](a, sam, sak, b, sbk, sbn, o, e, M, N, K)
 
 
 # Launchers. x and dy may have any rank: the GEMM's rows are every axis but the last.
@@ -103,6 +108,68 @@ def dense_grad_weight(x, dy, dw, e):
 def dense_grad_params(x, dy, dw, db, e):
     dense_grad_weight(x, dy, dw, e)
     bias_grad(dy, db)
+
+
+# Over an image [N, H, W, C] (stored channels-last) the last logical axis is W: a GEMM per row of
+# pixels, units x W times W x C, the output [N, H, units, C] channels-last too, the bias along the
+# units and the epilogue's channel the image's (see cnnc/ops/dense.py). A thread per output.
+def _dense_image(x, weight, bias, out, e):
+    n, h, w, c = x.shape
+    units = weight.shape[0]
+    _dense_small_k[blocks(out.size), THREADS](weight.reshape(weight.size), 0, w, 1, x.reshape(x.size), w * c, c, 1,
+                                              bias, out.reshape(out.size), e, n * h, units, c, w)
+
+
+def dense_image(x, weight, out, e):
+    _dense_image(x, weight, weight.reshape(weight.size)[:0], out, e)
+
+
+def dense_image_bias(x, weight, bias, out, e):
+    _dense_image(x, weight, bias, out, e)
+
+
+def dense_grad_input_image(dy, weight, dx, e):
+    # dx[r] = weight^T . dy[r]: a[m, k] = weight[k, m]
+    n, h, units, c = dy.shape
+    w = weight.shape[1]
+    _dense_small_k[blocks(dx.size), THREADS](weight.reshape(weight.size), 0, 1, w, dy.reshape(dy.size), units * c, c, 1,
+                                             weight.reshape(weight.size)[:0], dx.reshape(dx.size), e, n * h, w, c, units)
+
+
+@cuda.jit(cache=True)
+def _dense_grad_weight_image(x, dy, dw, R, U, W, C):
+    # dw[u, w] = the sum over rows of pixels r and channels c of dy[r, u, c] x[r, w, c]; a thread per weight.
+    for i in range(cuda.grid(1), U * W, cuda.gridsize(1)):
+        u = i // W
+        w = i - u * W
+        acc = DTYPE(0)
+        for r in range(R):
+            for c in range(C):
+                acc += dy[(r * U + u) * C + c] * x[(r * W + w) * C + c]
+        dw[i] = acc
+
+
+def dense_grad_weight_image(x, dy, dw):
+    n, h, w, c = x.shape
+    units = dw.shape[0]
+    _dense_grad_weight_image[blocks(dw.size), THREADS](x.reshape(x.size), dy.reshape(dy.size), dw.reshape(dw.size),
+                                                       n * h, units, w, c)
+
+
+@cuda.jit(cache=True)
+def _bias_grad_image(dy, db, R, U, C):
+    # The bias of dense over an image lies along the units of [N, H, units, C]; a thread per unit, in float64.
+    for u in range(cuda.grid(1), U, cuda.gridsize(1)):
+        acc = 0.0
+        for r in range(R):
+            for c in range(C):
+                acc += dy[(r * U + u) * C + c]
+        db[u] = acc
+
+
+def bias_grad_image(dy, db):
+    units, c = db.size, dy.shape[3]
+    _bias_grad_image[blocks(units), THREADS](dy.reshape(dy.size), db, dy.size // (units * c), units, c)
 
 
 # A block sums BIAS_LANES channels (threadIdx.x: consecutive channels, coalesced loads) over

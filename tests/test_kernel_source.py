@@ -8,6 +8,7 @@ import ast
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cnnc.kernels import source
@@ -237,18 +238,22 @@ def test_what_reads_no_hole_is_a_module_of_its_own(tree):
     assert whole.core == "" and whole.rest == assemble("cpu", [("fam", ["second"])], root=tree)
 
 
-def test_kernel_variants_share_their_core_and_a_fused_batchnorm_runs_its_stage_apart():
+def test_a_kernel_is_one_module_whatever_its_chain_and_a_fused_batchnorm_runs_its_stage_apart():
     from cnnc.backend.chain import Chain
-    from cnnc.backend.cpu.kernel import module_texts
+    from cnnc.backend.cpu.kernel import chain_source, module_text, module_texts
     from cnnc.kernels import Kernel
 
     relu = Chain(lines=["v0 = o[i]", "v_1 = 0.0 if v0 < 0 else v0", "o[i] = v_1"], target="v_1", reads_target=True)
     plain, fused = module_texts(Kernel("conv", "conv_forward")), module_texts(Kernel("conv", "conv_forward", epilogue=relu))
-    assert len(plain) == len(fused) == 2 and plain[0] == fused[0] and plain[1] != fused[1]
+    assert plain == fused and len(plain) == 2  # the chain is a callback of its own: one compile serves every chain
     assert "def _im2col" in plain[0][1] and "def conv_forward" not in plain[0][1]
     assert f"from cnnc_kernels.k_{plain[0][0]} import " in plain[1][1]
-    # A chain that stores nothing is no epilogue: the same module as none.
-    assert module_texts(Kernel("conv", "conv_forward", epilogue=Chain(lines=["v0 = o[i]"]))) == plain
+    assert "call(e[0], (np.intp(o.ctypes.data)" in plain[1][1]  # the hole calls the chain through its pointer
+    source = chain_source(relu, "_epilogue", [], np.float32)
+    assert "o = at(oa, hi, np.float32)" in source and "v_1 = 0.0 if v0 < 0 else v0" in source
+    assert source in module_text(Kernel("conv", "conv_forward", epilogue=relu))  # `cnnc emit` shows it
+    # A chain that stores nothing is no epilogue: the same callback as none.
+    assert chain_source(Chain(lines=["v0 = o[i]"]), "_epilogue", [], np.float32) == chain_source(None, "_epilogue", [], np.float32)
     # The stage's modules are the conv's own; the batchnorm's hold no conv code.
     bn = module_texts(Kernel("norm", "fused_batchnorm", post=relu, stage=Kernel("conv", "conv_forward", epilogue=relu)))
     assert bn[:2] == fused and not any("conv_forward" in text for _, text in bn[2:])

@@ -273,9 +273,14 @@ def test_a_second_process_loads_every_kernel_from_the_disk_cache(tmp_path):
         "stats = [fn.stats for _, fn, _ in ex.steps]\n"
         "print(json.dumps([sum(s.cache_hits.values()) for s in stats] + [-sum(s.cache_misses.values()) for s in stats]))\n"
     )
-    env = {**os.environ, "CNNC_CACHE_DIR": str(tmp_path)}
+    env = {**os.environ, "CNNC_CACHE_DIR": str(tmp_path), "CNNC_COMPILE_WORKERS": "0"}
     runs = [json.loads(subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True).stdout)
             for _ in range(2)]  # fmt: skip
     half = len(runs[0]) // 2
     assert any(m < 0 for m in runs[0][half:])  # the first process compiled
     assert all(h > 0 for h in runs[1][:half]) and all(m == 0 for m in runs[1][half:])  # the second only loaded
+    # With compile workers, the workers compile into the cache and the process itself only loads.
+    pooled = {**env, "CNNC_CACHE_DIR": str(tmp_path / "pooled"), "CNNC_COMPILE_WORKERS": "2"}
+    run = json.loads(subprocess.run([sys.executable, "-c", script], env=pooled, capture_output=True, text=True,
+                                    check=True).stdout)
+    assert all(h > 0 for h in run[:half]) and all(m == 0 for m in run[half:])

@@ -21,7 +21,7 @@ import numpy as np
 from .. import budget
 from ..errors import CnncError
 from ..graph import TensorType
-from ..kernels import Epilogue, In, Kernel, NodeParam, Out, Pack, Param, Rng, Scratch, Slots, Training, Value
+from ..kernels import Epilogue, Fused, In, Kernel, NodeParam, Out, Pack, Param, Rng, Scratch, Slots, Training, Value
 from ..layout import physical_shape, to_logical, to_physical
 from ..ops.base import IndexRange
 from ..passes.schedule import Schedule
@@ -50,7 +50,8 @@ class Device(Protocol):
     def empty(self, shape, dtype): ...  # an uninitialized buffer
     def constant(self, array: np.ndarray): ...  # a buffer holding this host array
     def load(self, kernel: Kernel, float_dtype: np.dtype): ...  # the callable entry of a kernel
-    def prepare(self, fn, args) -> None: ...  # compile now, for these arguments, if the device can
+    def fused(self, chain, hole: str, operands: tuple, float_dtype: np.dtype): ...  # the argument a chain is passed as
+    def prepare(self, prepared: list) -> None: ...  # compile every (kernel, fn, args) now, if the device can
     def upload(self, host: np.ndarray, buffer) -> None: ...
     def download(self, buffer) -> np.ndarray: ...
 
@@ -61,6 +62,8 @@ def _flat_specs(args, epilogue=None):
             yield from _flat_specs(arg.items, epilogue)
         elif isinstance(arg, Epilogue) and epilogue is not None:
             yield from _flat_specs(epilogue.operands)
+        elif isinstance(arg, Fused):
+            yield from _flat_specs(arg.operands.items)
         else:
             yield arg
 
@@ -159,12 +162,15 @@ class Executor:
                     scratch_bytes = max(scratch_bytes, self._scratch_size(arg) * self._scratch_dtype(arg).itemsize)
         self._scratch = device.empty(max(scratch_bytes, 8) // 8 + 1, np.float64)
         self.steps = []
+        self._operands: list[tuple] = []  # every fused chain's operands (see _fused)
+        prepared = []
         for low in lowered:
             fn = device.load(low.kernel, self.float_dtype)
             epilogue = low.kernel.epilogue
             args = tuple(self._resolve(arg, low.owner, low.out, params, epilogue) for arg in low.kernel.args)
-            device.prepare(fn, args)
+            prepared.append((low.kernel, fn, args))
             self.steps.append((low.group.name, fn, args))
+        device.prepare(prepared)
 
     def _check_memory(self) -> None:
         """Refuse a plan larger than the memory left, naming the largest value, before allocating it."""
@@ -214,7 +220,10 @@ class Executor:
         if isinstance(arg, Pack):
             return tuple(self._resolve(a, owner, out, params, epilogue) for a in arg.items)
         if isinstance(arg, Epilogue):
-            return tuple(self._resolve(a, owner, out, params) for a in (epilogue.operands if epilogue else ()))
+            operands = tuple(self._resolve(a, owner, out, params) for a in (epilogue.operands if epilogue else ()))
+            return self._fused(epilogue, "_epilogue", operands)
+        if isinstance(arg, Fused):
+            return self._fused(arg.chain, arg.hole, tuple(self._resolve(a, owner, out, params) for a in arg.operands.items))
         if isinstance(arg, Training):
             return self.state.training
         if isinstance(arg, Rng):
@@ -230,6 +239,11 @@ class Executor:
         if isinstance(arg, Slots):
             return self.device.slots
         return arg  # a number, passed as it is
+
+    def _fused(self, chain, hole: str, operands: tuple):
+        # On the CPU a chain's operands are passed by address: the executor keeps the arrays alive.
+        self._operands.append(operands)
+        return self.device.fused(chain, hole, operands, self.float_dtype)
 
     # -- running --------------------------------------------------------------
     def feed(self, name: str, array: np.ndarray) -> None:

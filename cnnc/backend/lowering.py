@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..graph import Graph
-from ..kernels import EPILOGUE, TRAINING, Epilogue, In, Kernel, NodeParam, Out, Pack, Param, Value
+from ..kernels import EPILOGUE, TRAINING, Epilogue, Fused, In, Kernel, NodeParam, Out, Pack, Param, Value
 from ..layout import physical_shape
 from ..ops.base import Fusion
 from .chain import Chain, bias_chain, build_chain
@@ -158,7 +158,7 @@ def _batchnorm(graph: Graph, group, target: Target) -> Lowered:
     stage_args = Pack(() if stage is None else
                       tuple(absolute_spec(graph, arg, owner, stage_out, stage.epilogue) for arg in stage.args))
     args = (stage_args, Value(x), p(weight), p(bias), p("running_mean"), p("running_var"), TRAINING,
-            Value(group.end), post.pack(), c, bn.attrs["eps"], bn.attrs["momentum"], bn.attrs["affine"], loop_block(c))
+            Value(group.end), Fused(post, post.pack(), "_post"), c, bn.attrs["eps"], bn.attrs["momentum"], bn.attrs["affine"], loop_block(c))
     bind = (("_stage", "_no_stage"),) if stage is None else ()
     kernel = Kernel("norm", "fused_batchnorm", args, post=post, bind=bind, stage=stage)
     return Lowered(group, kernel, owner, stage_out)
@@ -173,7 +173,7 @@ def absolute_spec(graph: Graph, arg, owner: str, out: str, epilogue: Chain | Non
     if isinstance(arg, Param):
         return NodeParam(owner, arg.name)
     if isinstance(arg, Epilogue):
-        return absolute_spec(graph, epilogue.pack() if epilogue is not None else Pack(()), owner, out)
+        return Fused(epilogue, absolute_spec(graph, epilogue.pack() if epilogue is not None else Pack(()), owner, out))
     if isinstance(arg, Pack):
         return Pack(tuple(absolute_spec(graph, a, owner, out, epilogue) for a in arg.items))
     return arg

@@ -97,6 +97,18 @@ class Epilogue:
     """The operands of the kernel's epilogue (the fused chain the lowering renders as `_epilogue`), as one tuple."""
 
 
+@dataclass(frozen=True)
+class Fused:
+    """A fused chain (cnnc.backend.chain.Chain, or None: no chain) with its operands as specs naming their
+    nodes, passed as one argument to the kernel's hole `hole` (`_epilogue` or `_post`): on the CPU as the
+    chain's compiled callback and a table of the operands' addresses, on CUDA as the operands (the chain
+    is then part of the kernel's source)."""
+
+    chain: Any
+    operands: Pack
+    hole: str = "_epilogue"
+
+
 OUT = Out()
 FLAT_OUT = Out(flat=True)
 TRAINING = Training()

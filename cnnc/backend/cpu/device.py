@@ -6,7 +6,7 @@ import numba
 import numpy as np
 
 from ..lowering import CPU
-from . import kernel
+from . import callback, kernel
 from .threads import single_threaded_blas
 
 
@@ -29,9 +29,14 @@ class CpuDevice:
     def load(self, k, float_dtype):
         return kernel.load(k)
 
-    def prepare(self, fn, args) -> None:
+    def fused(self, chain, hole, operands, float_dtype):
+        # The callback stays alive in kernel.load_chain's registry; the executor keeps the operands alive.
+        compiled = kernel.load_chain(chain, hole, [a.dtype for a in operands], float_dtype)
+        return callback.table(compiled, operands)
+
+    def prepare(self, prepared) -> None:
         # Compile now (or load the machine code from Numba's cache), not on the first run.
-        fn.compile(tuple(numba.typeof(arg) for arg in args))
+        kernel.prepare(prepared)
 
     def upload(self, host: np.ndarray, buffer) -> None:
         np.copyto(buffer, host)

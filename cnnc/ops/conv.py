@@ -98,7 +98,7 @@ def _direct(cg: int, og: int) -> bool:
 # of the multiplications, and measured 1.3-2.5x faster than im2col + GEMM where it has enough 4x4
 # output tiles to share its weight transform (36 x cin x cout values per call) and enough channels
 # for its GEMMs: below 64 tiles per call, or 16 channels, im2col + GEMM was as fast or faster.
-# Its kernels take seconds more to compile than im2col's, for every fused epilogue, so it is only
+# Its kernels take seconds more to compile than im2col's (once per float type), so it is only
 # chosen for convs of WINOGRAD_MIN_MACS multiply-adds per call or more (ResNet-18 at batch 32: 1.2G
 # each), where that is soon repaid.
 # CNNC_WINOGRAD=0 turns it off (its float32 error is about 1e-5 relative, a few times im2col's);

@@ -22,12 +22,14 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import cache
 
 MIN_JOBS = 3  # fewer uncached kernels than this compile in the process: a worker takes a second to start
+PATIENCE = 900  # seconds a batch of jobs may take before the workers are stopped and the process compiles the rest
 _CACHE_SETTINGS = ("CNNC_CACHE_DIR", "XDG_CACHE_HOME", "HOME")  # what the cache folder is found from (cache.configured)
 
 
@@ -88,6 +90,7 @@ class _Worker:
 
 _workers: list[_Worker] = []
 _lock = threading.Lock()
+_busy = threading.Lock()  # one batch at a time: each worker's pipe carries one conversation
 
 
 def _pool(count: int) -> list[_Worker]:
@@ -124,11 +127,20 @@ def precompile(jobs: list[Job]) -> None:
                 job = queue.popleft()
             worker.run(job, folder)
 
-    threads = [threading.Thread(target=feed, args=(w,), daemon=True) for w in _pool(workers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    with _busy:
+        pool = _pool(workers)
+        threads = [threading.Thread(target=feed, args=(w,), daemon=True) for w in pool]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + PATIENCE
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if any(thread.is_alive() for thread in threads):  # a worker that hangs: stop them all, compile here
+            for worker in pool:
+                worker.alive = False
+                worker.process.kill()
+            for thread in threads:
+                thread.join()
 
 
 def _serve() -> None:

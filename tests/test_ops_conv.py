@@ -61,6 +61,10 @@ CONV_CASES = [
     (3, [7, 6], 6, dict(kernel=3, stride=2, pad=1, groups=3, bias=False), 1),  # depthwise, multiplier 2
     (1, [7, 6], 3, dict(kernel=3, stride=2, pad=1), 2),  # one input channel: the direct kernels
     (8, [28, 28], 8, dict(kernel=3, pad=1), 3),  # full-size tiles (512 rows)
+    # few taps and output channels at stride 1: the planar kernel (LeNet's first conv)
+    (1, [14, 12], 6, dict(kernel=5, pad=2), 2),
+    (2, [12, 11], 3, dict(kernel=[2, 4], pad="same"), 2),  # the odd pixel at the end
+    (3, [11, 10], 4, dict(kernel=3, bias=False), 2),
     # Winograd F(4x4, 3x3): 3x3 stride 1, 16+ channels, 64+ output tiles; partial tiles at the edges
     (16, [15, 13], 16, dict(kernel=3, pad=1), 4),
     (16, [18, 17], 17, dict(kernel=3, bias=False), 4),  # no padding: the input gradient pads by 2
@@ -177,3 +181,17 @@ def test_input_gradient_only_when_needed():
     for name, t in p.items():
         expected = t.grad.numpy()
         assert np.abs(grads[name] - expected).max() < 1e-4 * np.abs(expected).max(), name
+
+
+def test_the_conv_algorithm_is_chosen_by_shape():
+    from cnnc.ops.conv import forward_kernel
+
+    def entry(cin, cout, kernel, stride, pads, size, batch):
+        return forward_kernel(cin, cout, kernel, stride, pads, (1, 1), 1, None, size, batch).entry
+
+    assert entry(1, 6, (5, 5), (1, 1), (2, 2), (28, 28), 64) == "planar_forward"  # LeNet's first conv
+    assert entry(1, 6, (5, 5), (1, 1), (2, 2), (28, 28), 1) == "planar_forward"
+    assert entry(3, 16, (3, 3), (1, 1), (1, 1), (32, 32), 32) == "conv_forward"  # 16 outputs: a GEMM wide enough
+    assert entry(1, 6, (5, 5), (2, 2), (2, 2), (14, 14), 64) != "planar_forward"  # stride 2
+    assert entry(3, 4, (3, 3), (1, 1), (1, 1), (4, 4), 2) == "serial_forward"  # 32 output pixels: one thread
+    assert entry(64, 64, (3, 3), (1, 1), (1, 1), (32, 32), 32) == "winograd_forward"

@@ -139,6 +139,54 @@ def _im2col_as_stored(xf, colf, r0, rows, H, W, C, OH, OW, KH, KW, sh, sw, pt, p
 
 
 @njit(cache=True)
+def _planar_image(x, weight, out, e, work, n, pt, pl):
+    # Image n of a stride-1 conv with few input taps and few output channels (a first conv): each
+    # input channel copied once into a zero-padded plane, then each output channel summed tap by tap
+    # over the plane shifted by the tap, as long runs that vectorize. Outputs are computed over the
+    # padded width Wp (the columns past OW are discarded), so every run is one contiguous span.
+    _, H, W, C = x.shape
+    OH, OW, Cout = out.shape[1], out.shape[2], out.shape[3]
+    KH, KW = weight.shape[2], weight.shape[3]
+    Hp, Wp = OH + KH - 1, OW + KW - 1
+    plane = Hp * Wp + KW  # the last taps' runs reach KW - 1 elements past the plane
+    span = OH * Wp
+    acc = work[: Cout * span]
+    planes = work[Cout * span : Cout * span + C * plane]
+    planes[:] = 0.0
+    for h in range(H):
+        for w in range(W):
+            for c in range(C):
+                planes[c * plane + (h + pt) * Wp + w + pl] = x[n, h, w, c]
+    for co in range(Cout):
+        a = acc[co * span : (co + 1) * span]
+        a[:] = 0.0
+        for c in range(C):
+            for kh in range(KH):
+                for kw in range(KW):
+                    wv = weight[co, c, kh, kw]
+                    b = c * plane + kh * Wp + kw
+                    p = planes[b : b + span]
+                    for j in range(span):
+                        a[j] += wv * p[j]
+    o = out[n]
+    for oh in range(OH):
+        for ow in range(OW):
+            for co in range(Cout):
+                o[oh, ow, co] = acc[co * span + oh * Wp + ow]
+    size = OH * OW * Cout
+    _epilogue(out.reshape(out.size), n * size, (n + 1) * size, Cout, e)
+
+
+@njit(parallel=True, cache=True)
+def planar_forward(x, weight, out, scratch, e, pt, pl, per):
+    # conv_forward for a stride-1 conv of few input taps and output channels (LeNet's first conv),
+    # whose im2col + GEMM would be a GEMM a few columns wide: an image per thread (see _planar_image).
+    for n in prange(out.shape[0]):
+        base = get_thread_id() * per
+        _planar_image(x, weight, out, e, scratch[base : base + per], n, pt, pl)
+
+
+@njit(cache=True)
 def serial_forward(x, weight, out, scratch, e, sh, sw, pt, pl, dh, dw):
     # conv_forward for work too small to share (ungrouped): waking the thread pool costs more than it
     # does. The scratch holds the im2col of every output pixel.

@@ -47,6 +47,8 @@ def test_maxpool(shape, call, kw):
 @pytest.mark.parametrize("call, kw", [
     ("maxpool(3, stride=2, pad=1)", dict(kernel_size=3, stride=2, padding=1)),
     ("maxpool(2, stride=1, dilation=2, ceil=true)", dict(kernel_size=2, stride=1, dilation=2, ceil_mode=True)),
+    ("maxpool(2)", dict(kernel_size=2)),  # windows that tile the input: each pixel written once
+    ("maxpool([2, 3])", dict(kernel_size=(2, 3))),  # and two columns that no window reaches
 ])
 def test_maxpool_ties_go_to_the_first_maximum(call, kw):
     shape = (17, 6, 5)
@@ -165,3 +167,4 @@ def test_random_windows(op, fn):
     for shape, call, kw in random_window_cases(op, 30, seed=len(op)):
         inputs = distinct(shape) if op == "maxpool" else None
         check(net(call, shape), lambda i, p: fn(i["x"], **kw), inputs=inputs, fd=False)
+

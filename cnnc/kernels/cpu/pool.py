@@ -109,8 +109,45 @@ def _zero(a):
         a[b, t - b * h] = 0
 
 
+@njit(parallel=True, cache=True)
+def _maxpool_grad_disjoint(x, dy, dx, kh, kw):
+    # Windows that tile the input (stride = kernel, no padding or dilation: maxpool(2)): each input
+    # pixel is in at most one window, so dx is written once, with no pass to zero it and no sums.
+    n, h, w, c = x.shape
+    oh = dy.shape[1]
+    ow = dy.shape[2]
+    for t in prange(n * oh):
+        b = t // oh
+        oy = t - b * oh
+        m = np.empty(c, x.dtype)
+        todo = np.empty(c, x.dtype)
+        for ox in range(ow):
+            _window_max(x, b, oy * kh, 0, kh, 1, ox * kw, 0, kw, 1, m)
+            g = dy[b, oy, ox]
+            todo[:] = 1
+            for ky in range(kh):
+                xr = x[b, oy * kh + ky]
+                dr = dx[b, oy * kh + ky]
+                for kx in range(kw):
+                    r = xr[ox * kw + kx]
+                    d = dr[ox * kw + kx]
+                    for ch in range(c):
+                        v = r[ch]
+                        take = todo[ch] * ((v == m[ch]) | (v != v))  # noqa: PLR0124 (a NaN)
+                        d[ch] = g[ch] if take != 0 else 0  # the first maximum takes it (as the general kernel)
+                        todo[ch] -= take
+        for ky in range(kh):  # the columns no window reaches
+            dx[b, oy * kh + ky, ow * kw :] = 0
+    for b in prange(n):  # the rows no window reaches
+        dx[b, oh * kh :] = 0
+
+
 @njit(cache=True)
 def maxpool_grad(x, dy, dx, kh, kw, sh, sw, ph, pw, dh, dw):
+    if sh == kh and sw == kw and ph == 0 and pw == 0 and dh == 1 and dw == 1 and dy.shape[1] * kh <= x.shape[1] \
+            and dy.shape[2] * kw <= x.shape[2]:
+        _maxpool_grad_disjoint(x, dy, dx, kh, kw)
+        return
     _zero(dx)
     phases = ((kh - 1) * dh + sh) // sh  # ceil(window span / stride)
     for phase in range(min(phases, dy.shape[1])):

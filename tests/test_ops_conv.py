@@ -184,7 +184,7 @@ def test_input_gradient_only_when_needed():
 
 
 def test_the_conv_algorithm_is_chosen_by_shape():
-    from cnnc.ops.conv import forward_kernel
+    from cnnc.ops.conv import forward_kernel, grad_weight_kernel
 
     def entry(cin, cout, kernel, stride, pads, size, batch):
         return forward_kernel(cin, cout, kernel, stride, pads, (1, 1), 1, None, size, batch).entry
@@ -195,3 +195,5 @@ def test_the_conv_algorithm_is_chosen_by_shape():
     assert entry(1, 6, (5, 5), (2, 2), (2, 2), (14, 14), 64) != "planar_forward"  # stride 2
     assert entry(3, 4, (3, 3), (1, 1), (1, 1), (4, 4), 2) == "serial_forward"  # 32 output pixels: one thread
     assert entry(64, 64, (3, 3), (1, 1), (1, 1), (32, 32), 32) == "winograd_forward"
+    lenet = grad_weight_kernel(1, 6, (5, 5), (1, 1), (2, 2), (1, 1), 1, (28, 28), 64)
+    assert lenet.entry == "planar_grad_weight"  # and its weight gradient as one GEMM per image

@@ -187,6 +187,63 @@ def planar_forward(x, weight, out, scratch, e, pt, pl, per):
 
 
 @njit(cache=True)
+def _planar_grad_weight_image(x, dy, acc, work, n, pt, pl, KH, KW, accumulate, one_zero):
+    # acc[co, (c, kh, kw)] (+)= image n's share of the weight gradient of a conv that planar_forward
+    # computes: the input's zero-padded planes, shifted by each tap, as the rows of one matrix; dy laid
+    # out over the same padded width (zeros in the columns past OW); one GEMM of the two.
+    _, H, W, C = x.shape
+    OH, OW, Cout = dy.shape[1], dy.shape[2], dy.shape[3]
+    Hp, Wp = OH + KH - 1, OW + KW - 1
+    plane = Hp * Wp + KW
+    span = OH * Wp
+    T = C * KH * KW
+    planes = work[: C * plane]
+    col = work[C * plane : C * plane + T * span]
+    dyt = work[C * plane + T * span : C * plane + T * span + Cout * span]
+    planes[:] = 0.0
+    for h in range(min(H, Hp - pt)):
+        for w in range(min(W, Wp - pl)):
+            for c in range(C):
+                planes[c * plane + (h + pt) * Wp + w + pl] = x[n, h, w, c]
+    for c in range(C):
+        for kh in range(KH):
+            for kw in range(KW):
+                t = (c * KH + kh) * KW + kw
+                b = c * plane + kh * Wp + kw
+                col[t * span : (t + 1) * span] = planes[b : b + span]
+    dyt[:] = 0.0
+    for oh in range(OH):
+        for ow in range(OW):
+            for co in range(Cout):
+                dyt[co * span + oh * Wp + ow] = dy[n, oh, ow, co]
+    _gemm_ab(False, True, Cout, T, span, dyt, 0, span, col, 0, span, acc, 0, T, one_zero, accumulate)
+
+
+@njit(parallel=True, cache=True)
+def planar_grad_weight(x, dy, dwt, scratch, pt, pl, per, nslots):
+    # conv_grad_weight of the convs planar_forward computes: each slot sums a fixed share of the
+    # images (so the result does not depend on scheduling), then the slots are added.
+    N = dy.shape[0]
+    KH, KW = dwt.shape[2], dwt.shape[3]
+    size = dwt.size
+    one_zero = _one_zero(scratch)
+    for s in prange(nslots):
+        acc = scratch[s * per : s * per + size]
+        n0, n1 = s * N // nslots, (s + 1) * N // nslots
+        if n1 == n0:
+            acc[:] = 0.0
+        for n in range(n0, n1):
+            _planar_grad_weight_image(x, dy, acc, scratch[s * per + size : (s + 1) * per], n, pt, pl, KH, KW, n > n0,
+                                      one_zero)
+    flat = dwt.reshape(size)
+    for i in prange(size):
+        v = scratch[i]
+        for s in range(1, nslots):
+            v += scratch[s * per + i]
+        flat[i] = v
+
+
+@njit(cache=True)
 def serial_forward(x, weight, out, scratch, e, sh, sw, pt, pl, dh, dw):
     # conv_forward for work too small to share (ungrouped): waking the thread pool costs more than it
     # does. The scratch holds the im2col of every output pixel.

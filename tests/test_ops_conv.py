@@ -65,6 +65,9 @@ CONV_CASES = [
     (1, [14, 12], 6, dict(kernel=5, pad=2), 2),
     (2, [12, 11], 3, dict(kernel=[2, 4], pad="same"), 2),  # the odd pixel at the end
     (3, [11, 10], 4, dict(kernel=3, bias=False), 2),
+    # an input gradient into few channels from many: scattered (LeNet's second conv)
+    (2, [9, 8], 6, dict(kernel=3, stride=2, pad=1), 2),
+    (3, [7, 7], 8, dict(kernel=3, pad="same", dilation=2), 2),
     # Winograd F(4x4, 3x3): 3x3 stride 1, 16+ channels, 64+ output tiles; partial tiles at the edges
     (16, [15, 13], 16, dict(kernel=3, pad=1), 4),
     (16, [18, 17], 17, dict(kernel=3, bias=False), 4),  # no padding: the input gradient pads by 2
@@ -115,6 +118,7 @@ CONV_TRANSPOSE_CASES = [
     (4, [5, 4], 4, dict(kernel=3, stride=2, pad=1, output_pad=1, groups=4, bias=False), 3),  # depthwise
     (6, [4, 4], 3, dict(kernel=3, pad=1, groups=3), 1),
     (2, [4, 3], 1, dict(kernel=[2, 3], stride=[1, 2], pad=[0, 1]), 2),  # one output channel: the direct kernels
+    (8, [5, 4], 3, dict(kernel=4, stride=2, pad=1), 2),  # into an image (a GAN's last layer): scattered
     (8, [14, 14], 8, dict(kernel=3, stride=2, pad=1, output_pad=1), 3),  # several tiles per phase
     (16, [15, 13], 16, dict(kernel=3, pad=1), 4),  # Winograd both ways
     (16, [14, 12], 17, dict(kernel=3), 4),  # Winograd both ways, the forward padded by 2
@@ -184,7 +188,7 @@ def test_input_gradient_only_when_needed():
 
 
 def test_the_conv_algorithm_is_chosen_by_shape():
-    from cnnc.ops.conv import forward_kernel, grad_weight_kernel
+    from cnnc.ops.conv import forward_kernel, grad_input_kernel, grad_weight_kernel
 
     def entry(cin, cout, kernel, stride, pads, size, batch):
         return forward_kernel(cin, cout, kernel, stride, pads, (1, 1), 1, None, size, batch).entry
@@ -197,3 +201,6 @@ def test_the_conv_algorithm_is_chosen_by_shape():
     assert entry(64, 64, (3, 3), (1, 1), (1, 1), (32, 32), 32) == "winograd_forward"
     lenet = grad_weight_kernel(1, 6, (5, 5), (1, 1), (2, 2), (1, 1), 1, (28, 28), 64)
     assert lenet.entry == "planar_grad_weight"  # and its weight gradient as one GEMM per image
+    conv2 = grad_input_kernel(6, 16, (5, 5), (1, 1), (0, 0), (1, 1), 1, None, (14, 14), 64)
+    assert conv2.entry == "scatter_grad_input"  # into 6 channels from 16
+    assert grad_input_kernel(64, 128, (3, 3), (2, 2), (1, 1), (1, 1), 1, None, (32, 32), 32).entry == "conv_grad_input"

@@ -21,6 +21,7 @@ from numba import get_thread_id, njit, prange
 
 from .blas import _gemm, _gemm_ab, _one_zero
 from .holes import _epilogue
+from .pool import _taps
 
 
 @njit(cache=True)
@@ -464,6 +465,50 @@ def conv_grad_input(dy, weight, dx, scratch, e, sh, sw, pt, pl, dh, dw, groups, 
         rows = min(rt, N * ((H - ph + sh - 1) // sh) * ((W - pw + sw - 1) // sw) - r0)
         _grad_input_tile(dy, wm[woff[f] : woff[f + 1]], e, dx, scratch[base : base + per], one_zero,
                          ph, pw, r0, rows, tile, nkh[ph], khs[ph], nkw[pw], kws[pw], kmax, sh, sw, pt, pl, dh, dw, groups)
+
+
+@njit(cache=True)
+def _scatter_image(dy, weight, dx, e, dcol, one_zero, n, rt, sh, sw, pt, pl, dh, dw):
+    # Image n of conv_grad_input by scattering: for each run of rt output pixels, their products with
+    # the weight as stored, dcol[r, (ci, kh, kw)] = sum_co dy[r, co] weight[co, ci, kh, kw] (a GEMM as
+    # wide as the kernel's taps), then each added into the input pixel its tap reaches.
+    _, OH, OW, Cout = dy.shape
+    H, W, C = dx.shape[1], dx.shape[2], dx.shape[3]
+    KH, KW = weight.shape[2], weight.shape[3]
+    K = C * KH * KW
+    dyf = dy.reshape(dy.size)
+    dxf = dx.reshape(dx.size)
+    d = dx[n]
+    d[:] = 0.0
+    npix = OH * OW
+    for r0 in range(0, npix, rt):
+        rows = min(rt, npix - r0)
+        _gemm_ab(False, False, rows, K, Cout, dyf, (n * npix + r0) * Cout, Cout, weight.reshape(weight.size), 0, K,
+                 dcol, 0, K, one_zero, False)
+        for r in range(rows):
+            oh = (r0 + r) // OW
+            ow = r0 + r - oh * OW
+            kh0, kh1 = _taps(oh * sh - pt, KH, dh, H)  # the taps that reach the input
+            kw0, kw1 = _taps(ow * sw - pl, KW, dw, W)
+            for kh in range(kh0, kh1):
+                for kw in range(kw0, kw1):
+                    target = d[oh * sh - pt + kh * dh, ow * sw - pl + kw * dw]
+                    src = r * K + kh * KW + kw
+                    for c in range(C):
+                        target[c] += dcol[src + c * KH * KW]
+    size = H * W * C
+    _epilogue(dxf, n * size, (n + 1) * size, C, e)
+
+
+@njit(parallel=True, cache=True)
+def scatter_grad_input(dy, weight, dx, scratch, e, sh, sw, pt, pl, dh, dw, rt, per):
+    # conv_grad_input into few channels (LeNet's second conv; conv_transpose into an image), where
+    # gathering dy for each input pixel makes a GEMM a few columns wide: an image per thread, scattered
+    # (see _scatter_image); each image's pixels are written by its thread alone.
+    one_zero = _one_zero(scratch)
+    for n in prange(dy.shape[0]):
+        base = get_thread_id() * per
+        _scatter_image(dy, weight, dx, e, scratch[base : base + per], one_zero, n, rt, sh, sw, pt, pl, dh, dw)
 
 
 @njit(cache=True)

@@ -298,6 +298,20 @@ def test_saved_numba_files_have_their_hash_recorded(copy_of):
         assert stat.S_IMODE(os.lstat(f"{path}.sha256").st_mode) == 0o600
 
 
+def test_each_signature_has_a_data_file_named_after_it(tmp_path, fresh):
+    # Numbered data files let two processes that save two signatures at once write the same file, and
+    # one index then points at the other's machine code; files named from the signature cannot collide.
+    use(fresh, tmp_path / "kernels")
+    program = "network tiny {\n input x: [6]\n dense(4) -> relu -> dense(3)\n}\n"
+    x = np.random.default_rng(0).random((2, 6))
+    for dtype in ("float32", "float64"):
+        cnnc.compile(program, seed=1, dtype=dtype)(x.astype(dtype))
+    data = [p.name for p in (own(tmp_path / "kernels") / "__pycache__").glob("*.nbc")]
+    assert data and not [name for name in data if name.split(".")[-2].isdigit()]
+    dense = [name for name in data if "dense" in name]
+    assert len({name.split(".")[0] for name in dense}) < len(dense)  # one function, both float types
+
+
 # -- altered machine code, in a process of its own: undetected, it crashes ----------
 
 TINY_RUN = r"""

@@ -279,7 +279,8 @@ def guard_numba(module, pycache: Path) -> None:
 
 def _hookable(cache) -> bool:
     methods = ("_cache_path", "load_overload", "save_overload", "disable")
-    file_methods = ("_open_for_write", "_index_path", "_load_index", "_load_data", "_data_path")
+    file_methods = ("_open_for_write", "_index_path", "_index_name", "_load_index", "_save_index", "_load_data", "_save_data",
+                    "_data_path")
     return all(hasattr(cache, m) for m in methods) and all(hasattr(cache._cache_file, m) for m in file_methods)
 
 
@@ -326,8 +327,22 @@ def _hook_files(files) -> None:
         check_recorded(files._data_path(name))
         return load_data(name)
 
+    def save(key, data):
+        # Numba numbers a function's data files in the order of its index, so two processes saving two
+        # signatures at once (compile workers, parallel tests) could both write `.1.nbc`, and one index
+        # would then point at the other signature's machine code. A name from the signature itself
+        # cannot collide; an index entry lost to a concurrent write only means compiling again. The
+        # data is written before the index that names it.
+        name = f"{files._index_name[: -len('.nbi')]}.{hashlib.sha256(repr(key).encode()).hexdigest()[:20]}.nbc"
+        files._save_data(name, data)
+        overloads = files._load_index()
+        if overloads.get(key) != name:
+            overloads[key] = name
+            files._save_index(overloads)
+
     files._open_for_write = open_recorded
     files._load_index, files._load_data = checked_load_index, checked_load_data
+    files.save = save
 
 
 class _Hashing:

@@ -23,7 +23,7 @@ CASES = {
 @pytest.mark.parametrize("case", CASES)
 def test_the_harness_checks_and_times_a_family(case):
     family = case.split("-")[0]
-    done = subprocess.run([sys.executable, "-m", "cnnc.dev", family, *CASES[case], "--repeats", "2"],
+    done = subprocess.run([sys.executable, "-X", "faulthandler", "-m", "cnnc.dev", family, *CASES[case], "--repeats", "2"],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     error = float(re.search(r"max relative error (\S+)", done.stdout).group(1))

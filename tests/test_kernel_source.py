@@ -226,42 +226,16 @@ def test_a_bound_name_is_found_in_any_file_of_the_module(tree):
         assemble("cpu", [("fam", ["first"])], bind={"_epilogue": "nowhere"}, root=tree)
 
 
-def test_each_definition_is_a_piece_after_the_pieces_it_reads(tree):
-    pieces = source.assemble_pieces("cpu", [("fam", ["first"])], provide={"_epilogue": EPILOGUE}, root=tree)
-    names = [p.names for p in pieces]
-    assert sorted(n for ns in names for n in ns) == ["SCALE", "_epilogue", "_helper", "first"]
-    where = {n: k for k, ns in enumerate(names) for n in ns}
-    for k, piece in enumerate(pieces):
-        assert all(i < k for i, _ in piece.imports)  # every piece comes after what it imports
-    first = pieces[where["first"]]
-    assert {n for _, read in first.imports for n in read} == {"_helper", "_epilogue"}
-    assert "import math" in pieces[where["_helper"]].text and "def first" in first.text
-    assert "def _helper" not in first.text  # read from its own piece, not copied
-    # Another chain changes the chain's piece and the kernel's, never the helper's.
-    other = source.assemble_pieces("cpu", [("fam", ["first"])], provide={"_epilogue": EPILOGUE.replace("1.0", "2.0")},
+def test_what_reads_no_hole_is_a_module_of_its_own(tree):
+    layers = source.assemble_layers("cpu", [("fam", ["first"])], provide={"_epilogue": EPILOGUE}, root=tree)
+    assert defined(layers.core) == ["SCALE", "_helper"]
+    assert defined(layers.rest) == ["first", "_epilogue"] and layers.names == ("_helper",)
+    assert "import math" in layers.core and "import math" not in layers.rest  # each keeps the imports it reads
+    other = source.assemble_layers("cpu", [("fam", ["first"])], provide={"_epilogue": EPILOGUE.replace("1.0", "2.0")},
                                    root=tree)
-    assert other[where["_helper"]] == pieces[where["_helper"]]
-    assert other[where["_epilogue"]] != pieces[where["_epilogue"]]
-
-
-def test_functions_that_call_each_other_share_a_piece(tmp_path):
-    (tmp_path / "cpu").mkdir()
-    (tmp_path / "cpu" / "holes.py").write_text("")
-    (tmp_path / "cpu" / "ring.py").write_text(textwrap.dedent("""
-        def ping(n):
-            return 0 if n == 0 else pong(n - 1)
-
-
-        def pong(n):
-            return ping(n)
-
-
-        def entry(n):
-            return ping(n)
-    """))
-    pieces = source.assemble_pieces("cpu", [("ring", ["entry"])], root=tmp_path)
-    assert [p.names for p in pieces] == [("ping", "pong"), ("entry",)]
-    assert pieces[1].imports == ((0, ("ping",)),)
+    assert other.core == layers.core and other.rest != layers.rest
+    whole = source.assemble_layers("cpu", [("fam", ["second"])], root=tree)  # no hole: one module
+    assert whole.core == "" and whole.rest == assemble("cpu", [("fam", ["second"])], root=tree)
 
 
 def test_a_kernel_is_one_module_whatever_its_chain_and_a_fused_batchnorm_runs_its_stage_apart():
@@ -271,15 +245,10 @@ def test_a_kernel_is_one_module_whatever_its_chain_and_a_fused_batchnorm_runs_it
 
     relu = Chain(lines=["v0 = o[i]", "v_1 = 0.0 if v0 < 0 else v0", "o[i] = v_1"], target="v_1", reads_target=True)
     plain, fused = module_texts(Kernel("conv", "conv_forward")), module_texts(Kernel("conv", "conv_forward", epilogue=relu))
-    assert plain == fused  # the chain is a callback of its own: one compile serves every chain
-    texts = dict(plain)
-    im2col = next(name for name, text in plain if "def _im2col" in text)
-    assert "def conv_forward" in plain[-1][1] and "def _im2col" not in plain[-1][1]
-    assert any(f"from cnnc_kernels.k_{im2col} import _im2col" in text for text in texts.values())
-    assert any("call(e[0], (np.intp(o.ctypes.data)" in text for text in texts.values())  # the hole calls the chain
-    # A helper shared by two kernels is one module of the same name in both.
-    grad = dict(module_texts(Kernel("conv", "conv_grad_weight")))
-    assert im2col in grad
+    assert plain == fused and len(plain) == 2  # the chain is a callback of its own: one compile serves every chain
+    assert "def _im2col" in plain[0][1] and "def conv_forward" not in plain[0][1]
+    assert f"from cnnc_kernels.k_{plain[0][0]} import " in plain[1][1]
+    assert "call(e[0], (np.intp(o.ctypes.data)" in plain[1][1]  # the hole calls the chain through its pointer
     source = chain_source(relu, "_epilogue", [], np.float32)
     assert "o = at(oa, hi, np.float32)" in source and "v_1 = 0.0 if v0 < 0 else v0" in source
     assert source in module_text(Kernel("conv", "conv_forward", epilogue=relu))  # `cnnc emit` shows it
@@ -287,5 +256,5 @@ def test_a_kernel_is_one_module_whatever_its_chain_and_a_fused_batchnorm_runs_it
     assert chain_source(Chain(lines=["v0 = o[i]"]), "_epilogue", [], np.float32) == chain_source(None, "_epilogue", [], np.float32)
     # The stage's modules are the conv's own; the batchnorm's hold no conv code.
     bn = module_texts(Kernel("norm", "fused_batchnorm", post=relu, stage=Kernel("conv", "conv_forward", epilogue=relu)))
-    assert bn[: len(fused)] == fused and not any("conv_forward" in text for _, text in bn[len(fused):])
-    assert any("_stage = _no_stage" in text for _, text in bn) and "from cnnc_kernels" in bn[-1][1]
+    assert bn[:2] == fused and not any("conv_forward" in text for _, text in bn[2:])
+    assert "_stage = _no_stage" in bn[-1][1]

@@ -252,6 +252,18 @@ class _Assembly:
                      key=lambda line: (not line.startswith("import "), line))
         return "\n".join(out) + "\n\n\n" + "\n\n".join(d.text for d in _in_order(chosen))
 
+    def reading_holes(self) -> set[str]:
+        """The names that are holes, generated, or read such a name, directly or through others."""
+        tainted = set(self.used_holes) | {n for n, d in self.chosen.items() if d.origin.startswith("generated")}
+        grew = True
+        while grew:
+            grew = False
+            for name, d in self.chosen.items():
+                if name not in tainted and (d.reads | d.eager) & tainted:
+                    tainted.add(name)
+                    grew = True
+        return tainted
+
 
 def _within(generated: KernelFile, home: KernelFile) -> KernelFile:
     """Generated source sees its own names first, then those of the file that holds its hole."""
@@ -313,84 +325,27 @@ def _items(mapping: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:
 
 
 @dataclass(frozen=True)
-class Piece:
-    """One module of an assembly split into pieces (see assemble_pieces): the definitions in `names`, and
-    `imports`, (index of an earlier piece, the names read from it); `text` holds the definitions with the
-    package imports they read, and the caller puts the imports of earlier pieces at its head."""
+class Layers:
+    """A module split in two: `core`, the definitions that read no hole (directly or through others), and
+    `rest`, which imports `names` from it. The core's text is the same whatever fills the holes, so every
+    variant of a kernel (one per fused chain) shares one compile of it. No core: `core` is empty."""
 
+    core: str
     names: tuple[str, ...]
-    imports: tuple[tuple[int, tuple[str, ...]], ...]
-    text: str
-    origins: tuple[str, ...]  # the files the definitions come from ("cpu/conv.py", "generated _epilogue")
+    rest: str
 
 
-def assemble_pieces(target: str, parts: Iterable[tuple[str, Sequence[str]]], **fillings) -> list[Piece]:
-    """`assemble` (the same arguments), as one module per definition (functions that call each other in a
-    cycle share one), each after the pieces it imports. A piece's text depends only on the definition and
-    what it reads, so a helper that many kernels call (a GEMM, an im2col, a resampling pass) is the same
-    module, and one compile, for all of them."""
+def assemble_layers(target: str, parts: Iterable[tuple[str, Sequence[str]]], **fillings) -> Layers:
+    """`assemble` (the same arguments), split into the module of what needs no hole and the module of the
+    rest (see Layers). The rest reads the core's names as globals: the caller puts their import at its head."""
     assembly = _assembly(*_request(target, parts, **fillings))
-    chosen = assembly.chosen
-    order = _components(chosen)
-    where = {name: k for k, names in enumerate(order) for name in names}
-    pieces = []
-    for k, names in enumerate(order):
-        group = {n: chosen[n] for n in names}
-        reads = set().union(*(d.reads | d.eager for d in group.values())) - set(names)
-        imports: dict[int, list[str]] = {}
-        for name in sorted(reads & where.keys()):
-            imports.setdefault(where[name], []).append(name)
-        text = assembly.text(group)
-        origins = tuple(sorted({d.origin for d in group.values()}))
-        pieces.append(Piece(tuple(names), tuple((i, tuple(n)) for i, n in sorted(imports.items())), text, origins))
-    return pieces
-
-
-def _components(chosen: Mapping[str, Definition]) -> list[list[str]]:
-    """The definitions in groups that read each other in a cycle, each group after the groups it reads."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-    order: list[list[str]] = []
-
-    def reads(name: str) -> list[str]:
-        d = chosen[name]
-        return sorted((d.reads | d.eager) & chosen.keys() - {name})
-
-    def visit(root: str) -> None:  # Tarjan's algorithm, iteratively: components come out dependencies first
-        work = [(root, iter(reads(root)))]
-        index[root] = low[root] = len(index)
-        stack.append(root)
-        on_stack.add(root)
-        while work:
-            name, todo = work[-1]
-            nxt = next(todo, None)
-            if nxt is None:
-                work.pop()
-                if work:
-                    low[work[-1][0]] = min(low[work[-1][0]], low[name])
-                if low[name] == index[name]:
-                    group = []
-                    while True:
-                        member = stack.pop()
-                        on_stack.discard(member)
-                        group.append(member)
-                        if member == name:
-                            break
-                    order.append(sorted(group, key=lambda n: chosen[n].line))
-            elif nxt not in index:
-                index[nxt] = low[nxt] = len(index)
-                stack.append(nxt)
-                on_stack.add(nxt)
-                work.append((nxt, iter(reads(nxt))))
-            elif nxt in on_stack:
-                low[name] = min(low[name], index[nxt])
-
-    for name in sorted(chosen, key=lambda n: (chosen[n].origin, chosen[n].line)):
-        if name not in index:
-            visit(name)
-    return order
+    tainted = assembly.reading_holes()
+    core = {n: d for n, d in assembly.chosen.items() if n not in tainted}
+    rest = {n: d for n, d in assembly.chosen.items() if n in tainted}
+    if not core or not rest:
+        return Layers("", (), assembly.text())
+    names = set().union(*(d.reads | d.eager for d in rest.values())) & core.keys()
+    return Layers(assembly.text(core), tuple(sorted(names)), assembly.text(rest))
 
 
 @functools.lru_cache(maxsize=4096)

@@ -55,9 +55,12 @@ network unet(classes = 2, w = 16) {
     e2 = e1 -> maxpool(2) -> double(2 * w)
     e3 = e2 -> maxpool(2) -> double(4 * w)
     m = e3 -> maxpool(2) -> double(8 * w)
-    d3 = concat(m -> conv_transpose(4 * w, kernel=2, stride=2), e3) -> double(4 * w)
-    d2 = concat(d3 -> conv_transpose(2 * w, kernel=2, stride=2), e2) -> double(2 * w)
-    d1 = concat(d2 -> conv_transpose(w, kernel=2, stride=2), e1) -> double(w)
+    u3 = m -> conv_transpose(4 * w, kernel=2, stride=2)
+    d3 = concat(u3, e3) -> double(4 * w)
+    u2 = d3 -> conv_transpose(2 * w, kernel=2, stride=2)
+    d2 = concat(u2, e2) -> double(2 * w)
+    u1 = d2 -> conv_transpose(w, kernel=2, stride=2)
+    d1 = concat(u1, e1) -> double(w)
     output logits = d1 -> conv(classes, kernel=1)
 }
 """
@@ -73,7 +76,7 @@ CASES = [
     ("dcgan generator", "dcgan", {"network": "generator", "size": 32, "nc": 1}, 64, "vjp"),
     ("dcgan discriminator", "dcgan", {"network": "discriminator", "size": 32, "nc": 1}, 64, "binary"),
     ("colorization", "colorization", {"size": 64, "width": 8, "bins": 32}, 16, "own"),
-    ("fcn8s", "fcn8s", {"size": 64, "width": 8, "fc": 64, "pad100": False, "classes": 5}, 8, "pixels"),
+    ("fcn8s", "fcn8s", {"size": 64, "width": 8, "fc": 64, "pad100": False, "classes": 5}, 8, "own"),
 ]
 
 CHILD = r"""

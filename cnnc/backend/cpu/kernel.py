@@ -1,14 +1,15 @@
 """The CPU renderer: an op's Kernel becomes modules of Numba functions, cached on disk and loaded.
 
 A kernel's module is assembled from the op's kernel file (cnnc/kernels/cpu/<family>.py)
-with only the definitions the entry needs; the holes are filled here: a fused
-group's chain as `_epilogue` (rendered below), the lowering's other fillings as
-given. Each distinct text is one file in the kernel cache (cnnc.backend.modules).
+with only the definitions the entry needs; the holes are filled here: `_epilogue` and
+`_post` with calls to the fused chain (below), the lowering's other fillings as given.
+Each distinct text is one file in the kernel cache (cnnc.backend.modules).
 
 The module is split where the holes begin (cnnc.kernels.source.Layers): the functions
 that read no hole (im2col, the GEMM calls, transforms, statistics) are a module of
-their own, imported by the rest, so that every fused variant of a kernel compiles only
-the functions its chain reaches. A fused batchnorm's stage (the conv before it) is a
+their own, imported by the rest, which holds the entry and every parallel function
+that calls a hole; parallel code is only ever linked within one kernel's modules,
+compiled by one process. A fused batchnorm's stage (the conv before it) is a
 compiled function of its own, called just before the normalizing one: Numba links a
 callee's code into every caller and optimizes and emits it again there, which cost
 each batchnorm variant the whole conv a second time.

@@ -7,9 +7,8 @@ Each distinct text is one file in the kernel cache (cnnc.backend.modules).
 
 The module is split where the holes begin (cnnc.kernels.source.Layers): the functions
 that read no hole (im2col, the GEMM calls, transforms, statistics) are a module of
-their own, imported by the rest, which holds the entry and every parallel function
-that calls a hole; parallel code is only ever linked within one kernel's modules,
-compiled by one process. A fused batchnorm's stage (the conv before it) is a
+their own, imported by the rest, which holds the entry and what calls a hole. A
+fused batchnorm's stage (the conv before it) is a
 compiled function of its own, called just before the normalizing one: Numba links a
 callee's code into every caller and optimizes and emits it again there, which cost
 each batchnorm variant the whole conv a second time.
